@@ -1,0 +1,18 @@
+# The single entry points; see README.md.
+.PHONY: test lint unit demo tools
+
+# Everything CI runs: install what is missing, lint, start the real servers,
+# run unit and integration tests, stop the servers.
+test:
+	bash scripts/test.sh
+
+# Lint only (gofmt, go vet, staticcheck).
+lint:
+	bash scripts/lint.sh
+
+# Unit tests only, no servers (integration tests skip with a message).
+unit:
+	go test ./...
+
+tools:
+	bash scripts/tools.sh
