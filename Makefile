@@ -14,5 +14,10 @@ lint:
 unit:
 	go test ./...
 
+# The main job: a backup and a verified restore of a sample image into a
+# local file repository (README).
+demo:
+	bash scripts/demo.sh
+
 tools:
 	bash scripts/tools.sh
