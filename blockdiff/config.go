@@ -1,0 +1,334 @@
+package blockdiff
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/cairn-backup/cairn/objstore"
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/crypto/argon2"
+)
+
+// Repository format constants (FORMAT.md).
+const (
+	// FormatName is the "format" field of every config object.
+	FormatName = "cairn-blockdiff"
+	// FormatVersion is the repository format this package writes and the
+	// highest it reads.
+	FormatVersion = 1
+	// DefaultBlockSize is the block size of a repository when Init is not told.
+	DefaultBlockSize = 4 << 20
+	// MinBlockSize is the smallest block size a repository may use.
+	MinBlockSize = 64 << 10
+	// MaxBlockSize is the largest block size a repository may use.
+	MaxBlockSize = 32 << 20
+
+	configKey     = "config"
+	masterKeySize = 64 // 32 bytes AES-256 key, then 32 bytes BLAKE3 ID key
+)
+
+// KDFParams are the argon2id parameters that turn a passphrase into the key
+// that wraps the master key.
+type KDFParams struct {
+	Time      uint32 `json:"time"`       // passes over memory
+	MemoryKiB uint32 `json:"memory_kib"` // memory in KiB
+	Threads   uint8  `json:"threads"`    // lanes
+}
+
+// DefaultKDF is the RFC 9106 second recommended argon2id setting (64 MiB, 3 passes).
+var DefaultKDF = KDFParams{Time: 3, MemoryKiB: 64 << 10, Threads: 4}
+
+// ChunkerParams are the content-defined chunking parameters of stream
+// versions, fixed per repository so that dumps deduplicate against each other.
+type ChunkerParams struct {
+	Algorithm string `json:"algorithm"` // "fastcdc"
+	Min       int    `json:"min"`       // smallest chunk in bytes
+	Avg       int    `json:"avg"`       // target average chunk in bytes
+	Max       int    `json:"max"`       // largest chunk in bytes
+}
+
+// Config is the content of the config object: what a reader needs to know
+// before it can read anything else.
+type Config struct {
+	Format      string        `json:"format"`
+	Version     int           `json:"version"`
+	ID          string        `json:"id"`
+	Created     time.Time     `json:"created"`
+	Hash        string        `json:"hash"`
+	Compression string        `json:"compression"`
+	BlockSize   int           `json:"block_size"`
+	Chunker     ChunkerParams `json:"chunker"`
+	Encryption  *Encryption   `json:"encryption,omitempty"`
+}
+
+// Encryption describes how the master key is wrapped in the config object.
+type Encryption struct {
+	Cipher     string    `json:"cipher"` // "aes-256-gcm"
+	KDF        string    `json:"kdf"`    // "argon2id"
+	KDFParams  KDFParams `json:"kdf_params"`
+	Salt       []byte    `json:"salt"`        // base64 in JSON
+	WrappedKey []byte    `json:"wrapped_key"` // nonce || AES-256-GCM(master key), base64
+}
+
+// InitConfig chooses the fixed parameters of a new repository.
+type InitConfig struct {
+	BlockSize int        // 0 means DefaultBlockSize
+	Encrypt   bool       // requires Options.Passphrase
+	KDF       *KDFParams // nil means DefaultKDF
+}
+
+// Options tune how a process uses a repository; they are not stored.
+type Options struct {
+	Passphrase []byte       // for encrypted repositories; never logged
+	Logger     *slog.Logger // nil discards logs
+	Workers    int          // CPU stage parallelism (hash, compress, encrypt); 0 = GOMAXPROCS
+	Transfers  int          // concurrent object uploads or downloads; 0 = 8
+	// Compression is the zstd level for new objects; 0 = zstd.SpeedFastest.
+	Compression zstd.EncoderLevel
+}
+
+// Repository is an open blockdiff repository. It is safe for concurrent use.
+type Repository struct {
+	store objstore.Store
+	cfg   Config
+	codec *codec
+	opts  Options
+	log   *slog.Logger
+
+	dedupMu     sync.Mutex
+	dedup       map[ID]struct{} // objects known to exist; nil until loaded
+	dedupLoaded bool
+	inflight    map[ID]*flight // uploads in progress, by ID
+}
+
+// Init creates a repository in an empty store and returns it open.
+func Init(ctx context.Context, store objstore.Store, ic InitConfig, opts Options) (*Repository, error) {
+	cfg, master, err := newConfig(ic, opts.Passphrase)
+	if err != nil {
+		return nil, err
+	}
+	body, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: encode config: %w", err)
+	}
+	if err := createConfig(ctx, store, body); err != nil {
+		return nil, err
+	}
+	return newRepository(store, cfg, master, opts)
+}
+
+// createConfig writes the config object unless one exists, conditionally where
+// the backend can.
+func createConfig(ctx context.Context, store objstore.Store, body []byte) error {
+	err := store.Create(ctx, configKey, bytes.NewReader(body), int64(len(body)))
+	if errors.Is(err, objstore.ErrExist) {
+		return ErrRepositoryExists
+	}
+	if !errors.Is(err, objstore.ErrNotSupported) {
+		if err != nil {
+			return fmt.Errorf("blockdiff: write config: %w", err)
+		}
+		return nil
+	}
+	if _, err := store.Stat(ctx, configKey); err == nil {
+		return ErrRepositoryExists
+	} else if !errors.Is(err, objstore.ErrNotExist) {
+		return fmt.Errorf("blockdiff: stat config: %w", err)
+	}
+	if err := store.Put(ctx, configKey, bytes.NewReader(body), int64(len(body))); err != nil {
+		return fmt.Errorf("blockdiff: write config: %w", err)
+	}
+	return nil
+}
+
+// newConfig fills a Config and, when encrypting, makes and wraps a master key.
+func newConfig(ic InitConfig, pass []byte) (Config, []byte, error) {
+	bs := ic.BlockSize
+	if bs == 0 {
+		bs = DefaultBlockSize
+	}
+	if bs < MinBlockSize || bs > MaxBlockSize || bs%4096 != 0 {
+		return Config{}, nil, fmt.Errorf("blockdiff: block size %d: want a multiple of 4096 in %d..%d", bs, MinBlockSize, MaxBlockSize)
+	}
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	cfg := Config{
+		Format: FormatName, Version: FormatVersion, ID: hex.EncodeToString(id),
+		Created: time.Now().UTC(), Hash: "blake3-256", Compression: "zstd", BlockSize: bs,
+		Chunker: ChunkerParams{Algorithm: "fastcdc", Min: 512 << 10, Avg: 1 << 20, Max: 8 << 20},
+	}
+	if !ic.Encrypt {
+		return cfg, nil, nil
+	}
+	if len(pass) == 0 {
+		return Config{}, nil, ErrPassphraseRequired
+	}
+	kdf := DefaultKDF
+	if ic.KDF != nil {
+		kdf = *ic.KDF
+	}
+	master := make([]byte, masterKeySize)
+	_, _ = rand.Read(master)
+	salt := make([]byte, 16)
+	_, _ = rand.Read(salt)
+	enc := &Encryption{Cipher: "aes-256-gcm", KDF: "argon2id", KDFParams: kdf, Salt: salt}
+	aead, err := keyWrapAEAD(pass, enc)
+	if err != nil {
+		return Config{}, nil, err
+	}
+	nonce := make([]byte, nonceSize)
+	_, _ = rand.Read(nonce)
+	enc.WrappedKey = aead.Seal(nonce, nonce, master, []byte(FormatName+" master key "+cfg.ID))
+	cfg.Encryption = enc
+	return cfg, master, nil
+}
+
+// keyWrapAEAD derives the key-wrapping cipher from the passphrase.
+func keyWrapAEAD(pass []byte, enc *Encryption) (cipher.AEAD, error) {
+	p := enc.KDFParams
+	if p.Time == 0 || p.Time > 100 || p.MemoryKiB < 8 || p.MemoryKiB > 4<<20 || p.Threads == 0 {
+		return nil, fmt.Errorf("blockdiff: argon2id parameters %+v out of range: %w", p, ErrUnsupportedFormat)
+	}
+	kek := argon2.IDKey(pass, enc.Salt, p.Time, p.MemoryKiB, p.Threads, 32)
+	block, err := aes.NewCipher(kek)
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: aes: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: gcm: %w", err)
+	}
+	return aead, nil
+}
+
+// Open opens the repository in store, unwrapping the master key with
+// opts.Passphrase when the repository is encrypted.
+func Open(ctx context.Context, store objstore.Store, opts Options) (*Repository, error) {
+	cfg, err := readConfig(ctx, store)
+	if err != nil {
+		return nil, err
+	}
+	var master []byte
+	if cfg.Encryption != nil {
+		if master, err = unwrapMasterKey(cfg, opts.Passphrase); err != nil {
+			return nil, err
+		}
+	}
+	return newRepository(store, cfg, master, opts)
+}
+
+// readConfig fetches and validates the config object.
+func readConfig(ctx context.Context, store objstore.Store) (Config, error) {
+	rc, err := store.Get(ctx, configKey, 0, -1)
+	if errors.Is(err, objstore.ErrNotExist) {
+		return Config{}, ErrNotRepository
+	}
+	if err != nil {
+		return Config{}, fmt.Errorf("blockdiff: read config: %w", err)
+	}
+	defer rc.Close()
+	body, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	if err != nil {
+		return Config{}, fmt.Errorf("blockdiff: read config: %w", err)
+	}
+	return parseConfig(body)
+}
+
+// parseConfig decodes and validates a config object's bytes.
+func parseConfig(body []byte) (Config, error) {
+	var cfg Config
+	if err := json.Unmarshal(body, &cfg); err != nil {
+		return Config{}, fmt.Errorf("blockdiff: config is not JSON: %v: %w", err, ErrCorrupt)
+	}
+	if cfg.Format != FormatName {
+		return Config{}, fmt.Errorf("blockdiff: config format %q, want %q: %w", cfg.Format, FormatName, ErrUnsupportedFormat)
+	}
+	if cfg.Version < 1 || cfg.Version > FormatVersion {
+		return Config{}, fmt.Errorf("blockdiff: repository format version %d, this build reads 1..%d: %w", cfg.Version, FormatVersion, ErrUnsupportedFormat)
+	}
+	if cfg.Hash != "blake3-256" || cfg.Compression != "zstd" {
+		return Config{}, fmt.Errorf("blockdiff: hash %q / compression %q: %w", cfg.Hash, cfg.Compression, ErrUnsupportedFormat)
+	}
+	if cfg.BlockSize < MinBlockSize || cfg.BlockSize > MaxBlockSize {
+		return Config{}, fmt.Errorf("blockdiff: block size %d out of range: %w", cfg.BlockSize, ErrCorrupt)
+	}
+	if e := cfg.Encryption; e != nil && (e.Cipher != "aes-256-gcm" || e.KDF != "argon2id") {
+		return Config{}, fmt.Errorf("blockdiff: cipher %q / kdf %q: %w", e.Cipher, e.KDF, ErrUnsupportedFormat)
+	}
+	return cfg, nil
+}
+
+// unwrapMasterKey derives the wrapping key and opens the master key; GCM's
+// authentication is what tells a wrong passphrase apart.
+func unwrapMasterKey(cfg Config, pass []byte) ([]byte, error) {
+	if len(pass) == 0 {
+		return nil, ErrPassphraseRequired
+	}
+	aead, err := keyWrapAEAD(pass, cfg.Encryption)
+	if err != nil {
+		return nil, err
+	}
+	w := cfg.Encryption.WrappedKey
+	if len(w) < nonceSize+tagSize {
+		return nil, fmt.Errorf("blockdiff: wrapped key too short: %w", ErrCorrupt)
+	}
+	master, err := aead.Open(nil, w[:nonceSize], w[nonceSize:], []byte(FormatName+" master key "+cfg.ID))
+	if err != nil {
+		return nil, ErrWrongPassphrase
+	}
+	return master, nil
+}
+
+// newRepository assembles an open repository.
+func newRepository(store objstore.Store, cfg Config, master []byte, opts Options) (*Repository, error) {
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	if opts.Transfers <= 0 {
+		opts.Transfers = 8
+	}
+	if opts.Compression == 0 {
+		opts.Compression = zstd.SpeedFastest
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c, err := newCodec(master, opts.Compression, opts.Workers)
+	if err != nil {
+		return nil, err
+	}
+	opts.Passphrase = nil // not needed any more; keep no copy of the secret
+	return &Repository{store: store, cfg: cfg, codec: c, opts: opts, log: log}, nil
+}
+
+// Config returns the repository's config (the wrapped key included, never the
+// master key).
+func (r *Repository) Config() Config { return r.cfg }
+
+// BlockSize returns the repository's block size in bytes.
+func (r *Repository) BlockSize() int { return r.cfg.BlockSize }
+
+// Encrypted reports whether the repository encrypts its objects.
+func (r *Repository) Encrypted() bool { return r.cfg.Encryption != nil }
+
+// Store returns the store the repository lives in.
+func (r *Repository) Store() objstore.Store { return r.store }
+
+// Close releases the repository's workers; it does not close the store.
+func (r *Repository) Close() error {
+	r.codec.close()
+	return nil
+}

@@ -1,0 +1,200 @@
+package blockdiff
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/zeebo/blake3"
+)
+
+// Header flags of a stored object (the first byte of its body, FORMAT.md).
+const (
+	flagZstd   byte = 1 << 0 // payload is a zstd frame
+	flagAESGCM byte = 1 << 1 // payload is nonce || AES-256-GCM(ciphertext || tag)
+	knownFlags      = flagZstd | flagAESGCM
+	nonceSize       = 12
+	tagSize         = 16
+)
+
+// maxMetaSize bounds the decoded size of a manifest or index segment, so that a
+// corrupt or hostile object cannot make a reader allocate without limit.
+const maxMetaSize = 256 << 20
+
+// ID names a data object: the BLAKE3-256 hash of the block's plaintext, keyed
+// with the repository's ID key when the repository is encrypted.
+type ID [32]byte
+
+// String returns the ID in lower-case hex, as it appears in object keys.
+func (id ID) String() string { return hex.EncodeToString(id[:]) }
+
+// ParseID parses the 64-hex-digit form of an ID.
+func ParseID(s string) (ID, error) {
+	var id ID
+	if len(s) != 2*len(id) {
+		return id, fmt.Errorf("blockdiff: bad object ID %q: want %d hex digits", s, 2*len(id))
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, fmt.Errorf("blockdiff: bad object ID %q: %w", s, err)
+	}
+	return id, nil
+}
+
+// dataKey is the store key of a data object; the two-digit fan-out keeps file
+// system directories and S3 listings small.
+func dataKey(id ID) string {
+	h := id.String()
+	return "data/" + h[:2] + "/" + h
+}
+
+// codec holds the transforms of one repository: hashing, zstd and, when
+// encrypted, AES-256-GCM. All methods are safe for concurrent use.
+type codec struct {
+	enc     *zstd.Encoder
+	dataDec *zstd.Decoder // bounded by the largest block
+	metaDec *zstd.Decoder // bounded by maxMetaSize
+	aead    cipher.AEAD   // nil when the repository is not encrypted
+	idKey   []byte        // nil when the repository is not encrypted
+}
+
+// newCodec builds the codec; masterKey is nil for an unencrypted repository.
+func newCodec(masterKey []byte, level zstd.EncoderLevel, concurrency int) (*codec, error) {
+	c := &codec{}
+	var err error
+	c.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level),
+		zstd.WithEncoderConcurrency(max(concurrency, 1)), zstd.WithLowerEncoderMem(true),
+		zstd.WithWindowSize(1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: zstd encoder: %w", err)
+	}
+	c.dataDec, err = zstd.NewReader(nil, zstd.WithDecoderMaxMemory(MaxBlockSize),
+		zstd.WithDecoderConcurrency(0))
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: zstd decoder: %w", err)
+	}
+	c.metaDec, err = zstd.NewReader(nil, zstd.WithDecoderMaxMemory(maxMetaSize),
+		zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: zstd decoder: %w", err)
+	}
+	if masterKey != nil {
+		if len(masterKey) != masterKeySize {
+			return nil, fmt.Errorf("blockdiff: master key is %d bytes, want %d: %w", len(masterKey), masterKeySize, ErrCorrupt)
+		}
+		block, err := aes.NewCipher(masterKey[:32])
+		if err != nil {
+			return nil, fmt.Errorf("blockdiff: aes: %w", err)
+		}
+		if c.aead, err = cipher.NewGCM(block); err != nil {
+			return nil, fmt.Errorf("blockdiff: gcm: %w", err)
+		}
+		c.idKey = append([]byte(nil), masterKey[32:]...)
+	}
+	return c, nil
+}
+
+// close releases the zstd workers.
+func (c *codec) close() {
+	c.enc.Close()
+	c.dataDec.Close()
+	c.metaDec.Close()
+}
+
+// hash returns the ID of a block's plaintext.
+func (c *codec) hash(plain []byte) ID {
+	if c.idKey == nil {
+		return blake3.Sum256(plain)
+	}
+	h, err := blake3.NewKeyed(c.idKey)
+	if err != nil { // cannot happen: the key length is checked in newCodec
+		panic("blockdiff: keyed blake3: " + err.Error())
+	}
+	_, _ = h.Write(plain)
+	var id ID
+	h.Sum(id[:0])
+	return id
+}
+
+// seal encodes plain as the body of the object stored under key, appending to
+// dst[:0] (whose capacity is reused when large enough). zstd is kept only when
+// it makes the payload smaller.
+func (c *codec) seal(dst []byte, key string, plain []byte, compress bool) []byte {
+	hdrLen := 1
+	if c.aead != nil {
+		hdrLen += nonceSize
+	}
+	out := append(dst[:0], make([]byte, hdrLen)...)
+	var flags byte
+	if compress {
+		out = c.enc.EncodeAll(plain, out)
+		if len(out)-hdrLen < len(plain) {
+			flags |= flagZstd
+		} else {
+			out = out[:hdrLen]
+		}
+	}
+	if flags&flagZstd == 0 {
+		out = append(out, plain...)
+	}
+	if c.aead != nil {
+		flags |= flagAESGCM
+		out[0] = flags
+		nonce := out[1:hdrLen]
+		if _, err := rand.Read(nonce); err != nil {
+			panic("blockdiff: crypto/rand failed: " + err.Error()) // rand.Read never fails on Linux
+		}
+		sealed := c.aead.Seal(out[hdrLen:hdrLen], nonce, out[hdrLen:], aad(flags, key))
+		out = append(out[:hdrLen], sealed...)
+	}
+	out[0] = flags
+	return out
+}
+
+// aad binds a ciphertext to its header byte and its key, so that objects cannot
+// be swapped or their flags altered without detection.
+func aad(flags byte, key string) []byte {
+	return append([]byte{flags}, key...)
+}
+
+// open decodes the body of the object stored under key, checking every layer.
+// body may be overwritten. meta selects the decoder bound for manifests and
+// index segments instead of blocks.
+func (c *codec) open(key string, body []byte, dst []byte, meta bool) ([]byte, error) {
+	if len(body) < 1 {
+		return nil, fmt.Errorf("%s: empty object: %w", key, ErrCorrupt)
+	}
+	flags := body[0]
+	if flags&^knownFlags != 0 {
+		return nil, fmt.Errorf("%s: unknown transform flags %#02x: %w", key, flags, ErrUnsupportedFormat)
+	}
+	payload := body[1:]
+	if (flags&flagAESGCM != 0) != (c.aead != nil) {
+		return nil, fmt.Errorf("%s: encryption flag %v does not match the repository: %w", key, flags&flagAESGCM != 0, ErrCorrupt)
+	}
+	if c.aead != nil {
+		if len(payload) < nonceSize+tagSize {
+			return nil, fmt.Errorf("%s: encrypted object too short: %w", key, ErrCorrupt)
+		}
+		nonce, ct := payload[:nonceSize], payload[nonceSize:]
+		plain, err := c.aead.Open(ct[:0], nonce, ct, aad(flags, key))
+		if err != nil {
+			return nil, fmt.Errorf("%s: authentication failed: %w", key, ErrCorrupt)
+		}
+		payload = plain
+	}
+	if flags&flagZstd == 0 {
+		return append(dst[:0], payload...), nil
+	}
+	dec := c.dataDec
+	if meta {
+		dec = c.metaDec
+	}
+	out, err := dec.DecodeAll(payload, dst[:0])
+	if err != nil {
+		return nil, fmt.Errorf("%s: zstd: %v: %w", key, err, ErrCorrupt)
+	}
+	return out, nil
+}

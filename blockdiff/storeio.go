@@ -1,0 +1,214 @@
+package blockdiff
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/cairn-backup/cairn/objstore"
+)
+
+// readInto reads the whole object at key into buf (reusing its capacity),
+// refusing objects larger than limit.
+func (r *Repository) readInto(ctx context.Context, key string, buf []byte, limit int64) ([]byte, error) {
+	rc, err := r.store.Get(ctx, key, 0, -1)
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: get %s: %w", key, err)
+	}
+	defer rc.Close()
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := rc.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > limit {
+			return nil, fmt.Errorf("blockdiff: %s is larger than %d bytes: %w", key, limit, ErrCorrupt)
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("blockdiff: read %s: %w", key, err)
+		}
+	}
+}
+
+// putMeta seals and stores a manifest or index segment.
+func (r *Repository) putMeta(ctx context.Context, key string, plain []byte) error {
+	body := r.codec.seal(nil, key, plain, true)
+	if err := r.store.Put(ctx, key, bytes.NewReader(body), int64(len(body))); err != nil {
+		return fmt.Errorf("blockdiff: put %s: %w", key, err)
+	}
+	return nil
+}
+
+// getMeta fetches and opens a manifest or index segment.
+func (r *Repository) getMeta(ctx context.Context, key string) ([]byte, error) {
+	body, err := r.readInto(ctx, key, nil, maxMetaSize+1024)
+	if err != nil {
+		return nil, err
+	}
+	plain, err := r.codec.open(key, body, nil, true)
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: %w", err)
+	}
+	return plain, nil
+}
+
+// Version reads the manifest of the version id.
+func (r *Repository) Version(ctx context.Context, id string) (*Version, error) {
+	if err := checkVersionID(id); err != nil {
+		return nil, err
+	}
+	plain, err := r.getMeta(ctx, versionKey(id))
+	if errors.Is(err, objstore.ErrNotExist) {
+		return nil, fmt.Errorf("blockdiff: version %s: %w", id, ErrVersionNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	v, err := decodeManifest(plain)
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: version %s: %w", id, err)
+	}
+	if v.ID != id {
+		return nil, fmt.Errorf("blockdiff: manifest %s names itself %q: %w", id, v.ID, ErrCorrupt)
+	}
+	return v, nil
+}
+
+// putVersion writes (or rewrites) a manifest; Put is atomic, so readers see
+// the old manifest or the new one.
+func (r *Repository) putVersion(ctx context.Context, v *Version) error {
+	plain, err := encodeManifest(v)
+	if err != nil {
+		return err
+	}
+	return r.putMeta(ctx, versionKey(v.ID), plain)
+}
+
+// loadDedup reads every index segment once into the set of known objects.
+func (r *Repository) loadDedup(ctx context.Context) error {
+	r.dedupMu.Lock()
+	loaded := r.dedupLoaded
+	r.dedupMu.Unlock()
+	if loaded {
+		return nil
+	}
+	var keys []string
+	for info, err := range r.store.List(ctx, "index/") {
+		if err != nil {
+			return fmt.Errorf("blockdiff: list index: %w", err)
+		}
+		keys = append(keys, info.Key)
+	}
+	set := make(map[ID]struct{})
+	var mu sync.Mutex
+	err := r.parallel(ctx, len(keys), func(ctx context.Context, i int) error {
+		plain, err := r.getMeta(ctx, keys[i])
+		if err != nil {
+			return err
+		}
+		entries, err := decodeIndex(plain)
+		if err != nil {
+			return fmt.Errorf("blockdiff: %s: %w", keys[i], err)
+		}
+		mu.Lock()
+		for _, e := range entries {
+			set[e.ID] = struct{}{}
+		}
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r.dedupMu.Lock()
+	defer r.dedupMu.Unlock()
+	if !r.dedupLoaded {
+		r.dedup, r.dedupLoaded = set, true
+	}
+	return nil
+}
+
+// claim reports whether id is new to the repository. For a new ID it returns
+// the flight the caller must land when its upload ends; for an ID whose upload
+// another block started and has not finished, it returns that flight to wait on.
+func (r *Repository) claim(id ID) (bool, *flight) {
+	r.dedupMu.Lock()
+	defer r.dedupMu.Unlock()
+	if _, ok := r.dedup[id]; ok {
+		return false, nil
+	}
+	if f, ok := r.inflight[id]; ok {
+		return false, f
+	}
+	if r.inflight == nil {
+		r.inflight = make(map[ID]*flight)
+	}
+	f := &flight{done: make(chan struct{})}
+	r.inflight[id] = f
+	return true, f
+}
+
+// land ends a flight: on success the ID joins the dedup set; on failure it is
+// forgotten so that a later backup uploads it again.
+func (r *Repository) land(id ID, f *flight, err error) {
+	r.dedupMu.Lock()
+	delete(r.inflight, id)
+	if err == nil {
+		r.dedup[id] = struct{}{}
+	}
+	r.dedupMu.Unlock()
+	f.err = err
+	close(f.done)
+}
+
+// writeIndex stores an index segment naming the objects a backup created.
+func (r *Repository) writeIndex(ctx context.Context, entries []indexEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	name := make([]byte, 16)
+	_, _ = rand.Read(name)
+	return r.putMeta(ctx, "index/"+hex.EncodeToString(name), encodeIndex(entries))
+}
+
+// parallel runs fn for 0..n-1 on Transfers goroutines and returns the first
+// error, cancelling the others.
+func (r *Repository) parallel(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(r.opts.Transfers, max(n, 1)) {
+		wg.Go(func() {
+			for i := range next {
+				if err := fn(ctx, i); err != nil {
+					cancel(err)
+				}
+			}
+		})
+	}
+feed:
+	for i := range n {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && ctx.Err() != nil {
+		return err
+	}
+	return nil
+}
