@@ -19,7 +19,11 @@ import (
 type BackupOptions struct {
 	Volume string            // name of the volume; required
 	Labels map[string]string // stored in the manifest
-	Base   string            // base version ID for a differential backup, or ""
+	// BlockSize overrides the repository's block size for this version
+	// (MinBlockSize..MaxBlockSize, a multiple of 4096); 0 keeps the default.
+	// Blocks deduplicate only between versions of the same block size.
+	BlockSize int
+	Base      string // base version ID for a differential backup, or ""
 	// Hints are the extents changed since Base (ParseRBDDiff). nil means no
 	// hints: every block is read. A non-nil empty slice means nothing changed.
 	Hints []Extent
@@ -73,7 +77,7 @@ type upload struct {
 // (best effort) and no valid version exists.
 func (r *Repository) Backup(ctx context.Context, src Source, opts BackupOptions) (*Version, error) {
 	start := time.Now()
-	if err := checkVolumeName(opts.Volume); err != nil {
+	if err := checkBackupOptions(&opts, r.cfg.BlockSize); err != nil {
 		return nil, err
 	}
 	base, err := r.backupBase(ctx, opts)
@@ -84,7 +88,7 @@ func (r *Repository) Backup(ctx context.Context, src Source, opts BackupOptions)
 		return nil, err
 	}
 	v := &Version{ID: newVersionID(start), Volume: opts.Volume, Kind: KindBlock, Size: src.Size(),
-		BlockSize: r.cfg.BlockSize, Created: start.UTC(), Labels: maps.Clone(opts.Labels),
+		BlockSize: opts.BlockSize, Created: start.UTC(), Labels: maps.Clone(opts.Labels),
 		Status: StatusIncomplete, Base: opts.Base}
 	if v.Labels == nil {
 		v.Labels = map[string]string{}
@@ -93,7 +97,7 @@ func (r *Repository) Backup(ctx context.Context, src Source, opts BackupOptions)
 		return nil, err
 	}
 	r.log.Info("backup started", "version", v.ID, "volume", v.Volume, "size", v.Size, "base", v.Base, "hints", opts.Hints != nil)
-	b := &backupRun{r: r, src: src, base: base, opts: opts, bs: int64(r.cfg.BlockSize)}
+	b := &backupRun{r: r, src: src, base: base, opts: opts, bs: int64(opts.BlockSize)}
 	runErr := b.run(ctx)
 	return r.finishBackup(ctx, v, b, runErr, start)
 }
@@ -142,16 +146,33 @@ func (r *Repository) backupBase(ctx context.Context, opts BackupOptions) (*Versi
 	if base.Status != StatusValid || base.Kind != KindBlock {
 		return nil, fmt.Errorf("blockdiff: base %s is a %s %s version: %w", base.ID, base.Status, base.Kind, ErrNotValid)
 	}
-	if base.BlockSize != r.cfg.BlockSize {
-		return nil, fmt.Errorf("blockdiff: base %s has block size %d, the repository %d", base.ID, base.BlockSize, r.cfg.BlockSize)
+	if base.BlockSize != opts.BlockSize {
+		return nil, fmt.Errorf("blockdiff: base %s has block size %d, this backup %d", base.ID, base.BlockSize, opts.BlockSize)
 	}
 	return base, nil
 }
 
-// checkVolumeName keeps volume names printable and bounded.
-func checkVolumeName(name string) error {
+// checkBackupOptions validates the options and fills in the block size.
+func checkBackupOptions(opts *BackupOptions, repoBS int) error {
+	name := opts.Volume
 	if name == "" || len(name) > 255 || strings.ContainsFunc(name, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
 		return fmt.Errorf("blockdiff: bad volume name %q: want 1..255 printable bytes", name)
+	}
+	for k, v := range opts.Labels {
+		if err := CheckLabel(k, v); err != nil {
+			return err
+		}
+	}
+	for _, h := range opts.Hints {
+		if h.Offset < 0 || h.Length < 0 || h.Offset > 1<<62-h.Length {
+			return fmt.Errorf("blockdiff: bad hint extent %d+%d", h.Offset, h.Length)
+		}
+	}
+	if opts.BlockSize == 0 {
+		opts.BlockSize = repoBS
+	}
+	if bs := opts.BlockSize; bs < MinBlockSize || bs > MaxBlockSize || bs%4096 != 0 {
+		return fmt.Errorf("blockdiff: block size %d: want a multiple of 4096 in %d..%d", bs, MinBlockSize, MaxBlockSize)
 	}
 	return nil
 }
@@ -245,7 +266,10 @@ func (b *backupRun) zeroBlock(i int, l int64, act byte) error {
 		if !b.base.refs[i].Sparse {
 			return b.mismatch(i)
 		}
+		b.refs[i] = b.base.refs[i]
 		b.nVeri.Add(1)
+		b.progress(l)
+		return nil
 	}
 	b.setSparse(i, l)
 	return nil
@@ -298,14 +322,16 @@ func (b *backupRun) block(ctx context.Context, j blockJob, buf []byte, uploads c
 		return b.zeroBlock(j.i, l, j.act)
 	}
 	id := b.r.codec.hash(p)
-	if j.act == actVerify {
+	defer b.progress(l)
+	if j.act == actVerify { // the base's object exists: nothing to store
 		if b.base.refs[j.i].Sparse || b.base.refs[j.i].ID != id {
 			return b.mismatch(j.i)
 		}
+		b.refs[j.i] = b.base.refs[j.i]
 		b.nVeri.Add(1)
+		return nil
 	}
 	b.refs[j.i] = Ref{ID: id, Length: l}
-	defer b.progress(l)
 	isNew, f := b.r.claim(id)
 	if !isNew {
 		b.nDedup.Add(1)

@@ -34,12 +34,12 @@ const (
 type Stats struct {
 	BytesRead       int64   `json:"bytes_read"`       // bytes read from the source
 	BytesWritten    int64   `json:"bytes_written"`    // stored bytes of new data objects
-	BlocksTotal     int64   `json:"blocks_total"`     // blocks in the version
+	BlocksTotal     int64   `json:"blocks_total"`     // new + deduped + sparse + from_base + verified
 	BlocksNew       int64   `json:"blocks_new"`       // blocks stored as new objects
 	BlocksSparse    int64   `json:"blocks_sparse"`    // all-zero blocks and holes
 	BlocksDeduped   int64   `json:"blocks_deduped"`   // blocks read whose object already existed
 	BlocksFromBase  int64   `json:"blocks_from_base"` // references copied from the base unread
-	BlocksVerified  int64   `json:"blocks_verified"`  // copied blocks re-read to check the hints
+	BlocksVerified  int64   `json:"blocks_verified"`  // blocks outside the hints re-read and found equal to the base
 	DurationSeconds float64 `json:"duration_seconds"` // wall time of the backup
 }
 

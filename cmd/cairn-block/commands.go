@@ -1,0 +1,372 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cairn-backup/cairn/blockdiff"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) initCmd() *cobra.Command {
+	var encrypt bool
+	var blockSize string
+	cmd := &cobra.Command{
+		Use:   "init --repo URL [--encrypt] [--block-size N]",
+		Short: "Create a repository",
+		Args:  args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			bs, err := parseSize(blockSize)
+			if err != nil {
+				return err
+			}
+			s, err := a.store(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			pass, err := a.passphrase()
+			if err != nil {
+				return err
+			}
+			if encrypt && len(pass) == 0 {
+				return usagef("--encrypt needs a passphrase: set CAIRN_PASSWORD or use --password-file")
+			}
+			r, err := blockdiff.Init(cmd.Context(), s, blockdiff.InitConfig{BlockSize: int(bs), Encrypt: encrypt},
+				blockdiff.Options{Passphrase: pass, Logger: a.log})
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			a.log.Info("repository created", "id", r.Config().ID, "block_size", r.BlockSize(), "encrypted", r.Encrypted())
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&encrypt, "encrypt", false, "encrypt with a key wrapped by the passphrase")
+	cmd.Flags().StringVar(&blockSize, "block-size", "4MiB", "default block size of versions (64KiB..32MiB)")
+	return cmd
+}
+
+// backupJSON is the --json output of backup.
+type backupJSON struct {
+	ID      string            `json:"id"`
+	Volume  string            `json:"volume"`
+	Size    int64             `json:"size"`
+	Created string            `json:"created"`
+	Base    string            `json:"base,omitempty"`
+	Labels  map[string]string `json:"labels"`
+	Status  string            `json:"status"`
+	blockdiff.Stats
+}
+
+func (a *app) backupCmd() *cobra.Command {
+	var base, hintsFile, blockSize string
+	var labels []string
+	var verifyPct float64
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "backup [--base VERSION] [--hints FILE|-] [--label k=v]... [--block-size N] SOURCE VOLUME",
+		Short: "Back up a file or block device as a new version of VOLUME",
+		Args:  args(cobra.ExactArgs(2)),
+		RunE: func(cmd *cobra.Command, as []string) error {
+			opts := blockdiff.BackupOptions{Volume: as[1], Base: base, VerifyPercent: verifyPct}
+			var err error
+			if opts.Labels, err = parseLabels(labels); err != nil {
+				return err
+			}
+			bs, err := parseSize(blockSize)
+			if err != nil {
+				return err
+			}
+			opts.BlockSize = int(bs)
+			if verifyPct < 0 || verifyPct > 100 {
+				return usagef("--verify-hints %v: want a percentage 0..100", verifyPct)
+			}
+			if hintsFile != "" {
+				if base == "" {
+					return usagef("--hints needs --base")
+				}
+				if opts.Hints, err = a.readHints(hintsFile); err != nil {
+					return err
+				}
+			}
+			src, err := blockdiff.OpenFileSource(as[0])
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+				bar := newProgress(a.io.err, "backup "+opts.Volume)
+				opts.Progress = bar.update
+				v, err := r.Backup(cmd.Context(), src, opts)
+				bar.finish()
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(a.io.out, backupJSON{ID: v.ID, Volume: v.Volume, Size: v.Size,
+						Created: v.Created.Format(time.RFC3339), Base: v.Base, Labels: v.Labels,
+						Status: string(v.Status), Stats: v.Stats})
+				}
+				_, err = fmt.Fprintln(a.io.out, v.ID)
+				return err
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&base, "base", "", "base version for a differential backup")
+	f.StringVar(&hintsFile, "hints", "", "changed extents since --base, as `rbd diff --format=json` prints them (- for stdin)")
+	f.StringArrayVar(&labels, "label", nil, "label k=v (repeatable)")
+	f.StringVar(&blockSize, "block-size", "0", "block size of this version (default: the repository's)")
+	f.Float64Var(&verifyPct, "verify-hints", 0, "percent of blocks outside the hints to check against the base (default: Benji's sample)")
+	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}
+
+// readHints reads rbd diff JSON from a file or stdin.
+func (a *app) readHints(name string) ([]blockdiff.Extent, error) {
+	var r io.Reader = a.io.in
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, fmt.Errorf("hints: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	return blockdiff.ParseRBDDiff(r)
+}
+
+func (a *app) restoreCmd() *cobra.Command {
+	var sparse, force bool
+	cmd := &cobra.Command{
+		Use:   "restore [--sparse] [--force] VERSION DEST",
+		Short: "Restore a version to a file or device, verifying every block",
+		Args:  args(cobra.ExactArgs(2)),
+		RunE: func(cmd *cobra.Command, as []string) error {
+			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+				bar := newProgress(a.io.err, "restore "+as[0])
+				err := r.RestoreFile(cmd.Context(), as[0], as[1],
+					blockdiff.RestoreFileOptions{Overwrite: force, Sparse: sparse, Progress: bar.update})
+				bar.finish()
+				if err == nil {
+					a.log.Info("restored", "version", as[0], "dest", as[1])
+				}
+				return err
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&sparse, "sparse", false, "skip writing zero blocks to an existing device (it must read as zeros)")
+	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing file or device")
+	return cmd
+}
+
+// versionJSON is one element of ls --json.
+type versionJSON struct {
+	ID        string            `json:"id"`
+	Volume    string            `json:"volume"`
+	Kind      string            `json:"kind"`
+	Created   string            `json:"created"`
+	Size      int64             `json:"size"`
+	BlockSize int               `json:"block_size"`
+	Status    string            `json:"status"`
+	Protected bool              `json:"protected"`
+	Labels    map[string]string `json:"labels"`
+	Base      string            `json:"base,omitempty"`
+	Error     string            `json:"error,omitempty"`
+	Stats     blockdiff.Stats   `json:"stats"`
+}
+
+func (a *app) lsCmd() *cobra.Command {
+	var volume string
+	var labels []string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "ls [--volume V] [--label k=v]... [--json]",
+		Short: "List versions, oldest first",
+		Args:  args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			lm, err := parseLabels(labels)
+			if err != nil {
+				return err
+			}
+			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+				vs, err := r.List(cmd.Context(), blockdiff.Filter{Volume: volume, Labels: lm})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					out := make([]versionJSON, 0, len(vs))
+					for _, v := range vs {
+						out = append(out, versionJSON{ID: v.ID, Volume: v.Volume, Kind: string(v.Kind),
+							Created: v.Created.Format(time.RFC3339), Size: v.Size, BlockSize: v.BlockSize,
+							Status: string(v.Status), Protected: v.Protected, Labels: v.Labels, Base: v.Base,
+							Error: v.Error, Stats: v.Stats})
+					}
+					return writeJSON(a.io.out, out)
+				}
+				return printTable(a.io.out, vs)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&volume, "volume", "", "only versions of this volume")
+	cmd.Flags().StringArrayVar(&labels, "label", nil, "only versions with label k=v (repeatable)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	return cmd
+}
+
+// printTable prints versions for people.
+func printTable(w io.Writer, vs []*blockdiff.Version) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tVOLUME\tCREATED\tSIZE\tSTATUS\tPROTECTED\tLABELS")
+	for _, v := range vs {
+		var ls []string
+		for k, val := range v.Labels {
+			ls = append(ls, k+"="+val)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%s\n", v.ID, v.Volume, v.Created.Local().Format(time.DateTime),
+			humanBytes(v.Size), v.Status, v.Protected, strings.Join(sortStrings(ls), ","))
+	}
+	return tw.Flush()
+}
+
+func (a *app) rmCmd() *cobra.Command {
+	var force bool
+	var minAge time.Duration
+	cmd := &cobra.Command{
+		Use:   "rm [--force] VERSION...",
+		Short: "Remove versions (protected versions never; young ones only with --force)",
+		Args:  args(cobra.MinimumNArgs(1)),
+		RunE: func(cmd *cobra.Command, as []string) error {
+			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+				return a.eachVersion(as, func(id string) error {
+					return r.Remove(cmd.Context(), id, blockdiff.RemoveOptions{MinAge: minAge, Force: force})
+				})
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "remove versions younger than --min-age")
+	cmd.Flags().DurationVar(&minAge, "min-age", 6*24*time.Hour, "refuse to remove valid versions younger than this (Benji's disallow_remove_when_younger)")
+	return cmd
+}
+
+// eachVersion applies fn to every ID, going on after failures, and returns
+// an error naming how many failed.
+func (a *app) eachVersion(ids []string, fn func(id string) error) error {
+	var failed int
+	var last error
+	for _, id := range ids {
+		if err := fn(id); err != nil {
+			failed++
+			last = err
+			if len(ids) > 1 {
+				a.log.Error("failed", "version", id, "err", err)
+			}
+		}
+	}
+	if failed == 1 && len(ids) == 1 {
+		return last
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d versions failed: last error: %w", failed, len(ids), last)
+	}
+	return nil
+}
+
+func (a *app) protectCmd(protect bool) *cobra.Command {
+	name, short := "protect", "Protect versions from removal"
+	if !protect {
+		name, short = "unprotect", "Allow versions to be removed again"
+	}
+	return &cobra.Command{
+		Use:   name + " VERSION...",
+		Short: short,
+		Args:  args(cobra.MinimumNArgs(1)),
+		RunE: func(cmd *cobra.Command, as []string) error {
+			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+				return a.eachVersion(as, func(id string) error {
+					_, err := r.SetProtected(cmd.Context(), id, protect)
+					return err
+				})
+			})
+		},
+	}
+}
+
+func (a *app) labelCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "label VERSION k=v... | k-",
+		Short: "Set (k=v) or delete (k-) labels of a version",
+		Args:  args(cobra.MinimumNArgs(2)),
+		RunE: func(cmd *cobra.Command, as []string) error {
+			set := map[string]string{}
+			var del []string
+			for _, kv := range as[1:] {
+				if k, ok := strings.CutSuffix(kv, "-"); ok && !strings.Contains(kv, "=") {
+					del = append(del, k)
+					continue
+				}
+				m, err := parseLabels([]string{kv})
+				if err != nil {
+					return err
+				}
+				for k, v := range m {
+					set[k] = v
+				}
+			}
+			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+				_, err := r.SetLabels(cmd.Context(), as[0], set, del)
+				return err
+			})
+		},
+	}
+}
+
+// writeJSON prints v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// parseSize parses a byte count with an optional K/M/G suffix (powers of two:
+// 4M, 4MiB and 4194304 are the same).
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			mult, t = 1<<10, t[:n-1]
+		case 'M':
+			mult, t = 1<<20, t[:n-1]
+		case 'G':
+			mult, t = 1<<30, t[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v < 0 || v > 1<<40/mult {
+		return 0, usagef("size %q: want a number with an optional K, M or G suffix", s)
+	}
+	return v * mult, nil
+}
+
+// humanBytes formats a byte count with a binary unit.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

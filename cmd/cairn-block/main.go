@@ -1,0 +1,31 @@
+// Command cairn-block is cairn's replacement for Benji: block-level backups of
+// volume images into a deduplicating, optionally encrypted blockdiff
+// repository, with differential backups from rbd diff hints and verified
+// restores.
+//
+//	cairn-block init    --repo URL [--encrypt] [--block-size N]
+//	cairn-block backup  --repo URL [--base VERSION] [--hints FILE|-] [--label k=v]... [--block-size N] SOURCE VOLUME
+//	cairn-block restore --repo URL [--sparse] [--force] VERSION DEST
+//	cairn-block ls      --repo URL [--volume V] [--label k=v] [--json]
+//	cairn-block rm      --repo URL [--force] VERSION...
+//	cairn-block protect|unprotect --repo URL VERSION...
+//	cairn-block label   --repo URL VERSION k=v... | k-
+//
+// --repo defaults to $CAIRN_REPO. The passphrase of an encrypted repository
+// comes from $CAIRN_PASSWORD or --password-file, never from a flag value.
+// Exit codes: 0 success, 1 failure, 2 usage error.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr, getenv: os.Getenv})
+	stop()
+	os.Exit(code)
+}
