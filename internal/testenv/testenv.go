@@ -97,3 +97,39 @@ func S3(t testing.TB) S3Env {
 	v := Require(t, "S3 (radosgw)", "S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
 	return S3Env{Endpoint: v[0], AccessKey: v[1], SecretKey: v[2], Region: v[3]}
 }
+
+// CephEnv is the Ceph cluster of the test environment, for RBD and RADOS tests
+// (go-ceph, build tags `ceph pacific`). librados reads CEPH_CONF, which names
+// the client.admin keyring, so rados.Conn.ReadDefaultConfigFile finds it.
+type CephEnv struct {
+	Conf string // path of ceph.conf
+	Pool string // an RBD pool (application rbd), also usable for RADOS objects
+}
+
+// Ceph returns the Ceph cluster of the test environment, or skips/fails the
+// test.
+func Ceph(t testing.TB) CephEnv {
+	t.Helper()
+	v := Require(t, "Ceph", "CEPH_CONF", "CEPH_POOL")
+	return CephEnv{Conf: v[0], Pool: v[1]}
+}
+
+// PostgresEnv is the PostgreSQL 15 instance of the test environment. The
+// libpq variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE)
+// are also in the process environment, where psql, pg_dumpall and pgbench
+// find them.
+type PostgresEnv struct {
+	DSN    string // postgres://cairn:PASSWORD@127.0.0.1:PORT/postgres?sslmode=disable
+	BinDir string // the server's bin directory: psql, pg_dump, pg_dumpall, pgbench, initdb
+}
+
+// Bin returns the path of the PostgreSQL program name in BinDir.
+func (p PostgresEnv) Bin(name string) string { return p.BinDir + "/" + name }
+
+// Postgres returns the PostgreSQL instance of the test environment, or
+// skips/fails the test.
+func Postgres(t testing.TB) PostgresEnv {
+	t.Helper()
+	v := Require(t, "PostgreSQL", "PG_DSN", "PG_BINDIR")
+	return PostgresEnv{DSN: v[0], BinDir: v[1]}
+}
