@@ -7,8 +7,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cairn-backup/cairn/objstore"
 )
 
 // cli runs cairn-block in-process with the given environment.
@@ -221,5 +224,11 @@ func TestParseSize(t *testing.T) {
 		if _, err := parseSize(bad); err == nil {
 			t.Errorf("parseSize(%q) accepted", bad)
 		}
+	}
+}
+
+func TestS3SchemeRegistered(t *testing.T) {
+	if !slices.Contains(objstore.Schemes(), "s3") {
+		t.Fatalf("s3:// is not registered: %v", objstore.Schemes())
 	}
 }

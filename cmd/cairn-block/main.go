@@ -21,6 +21,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	_ "github.com/cairn-backup/cairn/objstore/s3" // registers s3:// for --repo
 )
 
 func main() {
