@@ -68,14 +68,19 @@ func lines(out []byte) [][]string {
 	return res
 }
 
-// ListFilesystems lists root and every filesystem and volume below it. A root
-// that does not exist gives an empty list and no error.
+// ListFilesystems lists root and every filesystem and volume below it; root
+// "" lists those of every imported pool. A root that does not exist gives an
+// empty list and no error.
 func (r *Runner) ListFilesystems(ctx context.Context, root string) ([]Filesystem, error) {
-	if err := ValidateFilesystem(root); err != nil {
-		return nil, err
+	args := []string{"list", "-H", "-p", "-r", "-t", "filesystem,volume",
+		"-o", "name," + PlaceholderProperty + ",receive_resume_token,encryption"}
+	if root != "" {
+		if err := ValidateFilesystem(root); err != nil {
+			return nil, err
+		}
+		args = append(args, root)
 	}
-	out, err := r.run(ctx, nil, "list", "-H", "-p", "-r", "-t", "filesystem,volume",
-		"-o", "name,"+PlaceholderProperty+",receive_resume_token,encryption", root)
+	out, err := r.run(ctx, nil, args...)
 	if err != nil {
 		var ce *CommandError
 		if errors.As(err, &ce) && ce.NotExist() {
