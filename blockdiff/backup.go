@@ -195,11 +195,14 @@ func (b *backupRun) run(ctx context.Context) error {
 	size := b.src.Size()
 	plan := planBlocks(size, b.bs, b.base, b.opts.Hints, b.opts.VerifyPercent)
 	b.refs = make([]Ref, len(plan))
+	// Buffers: one read buffer per worker, and encode buffers for the blocks
+	// being encoded, queued or uploading. That is all the block data a backup
+	// holds, whatever the volume size.
 	jobs := make(chan blockJob, b.r.opts.Workers)
-	uploads := make(chan upload, b.r.opts.Transfers)
-	free := make(chan []byte, b.r.opts.Workers+2*b.r.opts.Transfers)
+	uploads := make(chan upload, b.r.opts.Workers)
+	free := make(chan []byte, 2*b.r.opts.Workers+b.r.opts.Transfers)
 	for range cap(free) {
-		free <- nil
+		free <- nil // allocated on first use, so small volumes stay small
 	}
 	var workers, uploaders sync.WaitGroup
 	for range b.r.opts.Transfers {
@@ -348,6 +351,9 @@ func (b *backupRun) block(ctx context.Context, j blockJob, buf []byte, uploads c
 	case <-ctx.Done():
 		b.r.land(id, f, context.Cause(ctx))
 		return context.Cause(ctx)
+	}
+	if enc == nil {
+		enc = make([]byte, 0, sealSize(int(b.bs)))
 	}
 	enc = b.r.codec.seal(enc, dataKey(id), p, true)
 	select {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"math"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/zeebo/blake3"
@@ -64,9 +65,10 @@ type codec struct {
 func newCodec(masterKey []byte, level zstd.EncoderLevel, concurrency int) (*codec, error) {
 	c := &codec{}
 	var err error
+	// No frame CRC: the block ID already checks the plaintext end to end.
 	c.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level),
 		zstd.WithEncoderConcurrency(max(concurrency, 1)), zstd.WithLowerEncoderMem(true),
-		zstd.WithWindowSize(1<<20))
+		zstd.WithWindowSize(1<<20), zstd.WithEncoderCRC(false))
 	if err != nil {
 		return nil, fmt.Errorf("blockdiff: zstd encoder: %w", err)
 	}
@@ -118,9 +120,14 @@ func (c *codec) hash(plain []byte) ID {
 	return id
 }
 
+// sealSize is the capacity seal needs for a plaintext of n bytes without
+// reallocating: header, nonce, tag and zstd's worst-case expansion.
+func sealSize(n int) int { return n + n/128 + 1 + nonceSize + tagSize + 1024 }
+
 // seal encodes plain as the body of the object stored under key, appending to
 // dst[:0] (whose capacity is reused when large enough). zstd is kept only when
-// it makes the payload smaller.
+// it makes the payload smaller, and not tried at all on data whose sampled
+// byte entropy says it is already compressed or random.
 func (c *codec) seal(dst []byte, key string, plain []byte, compress bool) []byte {
 	hdrLen := 1
 	if c.aead != nil {
@@ -128,6 +135,9 @@ func (c *codec) seal(dst []byte, key string, plain []byte, compress bool) []byte
 	}
 	out := append(dst[:0], make([]byte, hdrLen)...)
 	var flags byte
+	if compress && len(plain) >= 64<<10 && sampledEntropy(plain) > 7.9 {
+		compress = false // encoding random data costs most of a backup's CPU for nothing
+	}
 	if compress {
 		out = c.enc.EncodeAll(plain, out)
 		if len(out)-hdrLen < len(plain) {
@@ -197,4 +207,27 @@ func (c *codec) open(key string, body []byte, dst []byte, meta bool) ([]byte, er
 		return nil, fmt.Errorf("%s: zstd: %v: %w", key, err, ErrCorrupt)
 	}
 	return out, nil
+}
+
+// sampledEntropy estimates the Shannon entropy, in bits per byte, of 16
+// windows of 2 KiB spread over b. Uniformly random or already compressed data
+// scores close to 8; text scores about 4.5 and zero-padded data far less.
+func sampledEntropy(b []byte) float64 {
+	const windows, width = 16, 2 << 10
+	var hist [256]int
+	step := (len(b) - width) / (windows - 1)
+	for w := range windows {
+		for _, c := range b[w*step : w*step+width] {
+			hist[c]++
+		}
+	}
+	const total = windows * width
+	var h float64
+	for _, n := range hist {
+		if n > 0 {
+			p := float64(n) / total
+			h -= p * math.Log2(p)
+		}
+	}
+	return h
 }
