@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -314,9 +315,13 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
+// kernelLine matches a kernel message on the console: "[   20.375221] ...".
+var kernelLine = regexp.MustCompile(`^\[ *[0-9]+\.[0-9]+\] `)
+
 // consoleFilter turns the guest's console into the test binary's output: it
 // strips the \r the serial line adds, drops the init's ZFSVM_RC marker, and
-// holds back the init's own "zfsvm: " lines unless verbose.
+// holds back the init's own "zfsvm: " lines and the kernel's messages unless
+// verbose (they are printed when the run fails).
 type consoleFilter struct {
 	out     io.Writer
 	verbose bool
@@ -329,7 +334,7 @@ func (f *consoleFilter) line(l string) {
 	switch {
 	case strings.HasPrefix(l, "ZFSVM_RC="):
 		return
-	case strings.HasPrefix(l, "zfsvm: "):
+	case strings.HasPrefix(l, "zfsvm: ") || kernelLine.MatchString(l):
 		if !f.verbose {
 			f.held = append(f.held, l)
 			return

@@ -86,7 +86,7 @@ func TestGuestScriptQuoting(t *testing.T) {
 }
 
 func TestConsoleFilter(t *testing.T) {
-	in := "zfsvm: zfs-2.3.2 loaded at 3.1s\r\n=== RUN   TestX\r\n\x16--- PASS: TestX (0.01s)\r\r\nPASS\r\nzfsvm: run.sh exited 0 at 9.0s\r\nZFSVM_RC=0\r\npartial"
+	in := "zfsvm: zfs-2.3.2 loaded at 3.1s\r\n=== RUN   TestX\r\n\x16--- PASS: TestX (0.01s)\r\r\nPASS\r\nzfsvm: run.sh exited 0 at 9.0s\r\nZFSVM_RC=0\r\n[   20.375221] reboot: Power down\r\npartial"
 	for _, verbose := range []bool{false, true} {
 		var b strings.Builder
 		f := &consoleFilter{out: &b, verbose: verbose}
@@ -96,13 +96,13 @@ func TestConsoleFilter(t *testing.T) {
 		want := "=== RUN   TestX\n\x16--- PASS: TestX (0.01s)\nPASS\npartial\n"
 		if verbose {
 			want = "zfsvm: zfs-2.3.2 loaded at 3.1s\n" + want[:len(want)-len("partial\n")] +
-				"zfsvm: run.sh exited 0 at 9.0s\npartial\n"
+				"zfsvm: run.sh exited 0 at 9.0s\n[   20.375221] reboot: Power down\npartial\n"
 		}
 		if b.String() != want {
 			t.Errorf("verbose=%v:\n got %q\nwant %q", verbose, b.String(), want)
 		}
-		if !verbose && len(f.held) != 2 {
-			t.Errorf("held %d init lines, want 2", len(f.held))
+		if !verbose && len(f.held) != 3 {
+			t.Errorf("held %d init and kernel lines, want 3", len(f.held))
 		}
 	}
 }

@@ -82,9 +82,16 @@ resolve() {
 }
 
 lists_fresh || zapt_update
-if ! resolve; then
-  zapt_update
-  resolve || die "cannot resolve linux-image-amd64 / zfs-dkms ($ZSUITE) from $APTDIR/lists"
+# apt-cache takes ~1.5 s a call: remember what the current lists resolve to
+MEMO=$APTDIR/resolved-$ZSUITE
+if [[ -f $MEMO && $MEMO -nt $APTDIR/lists/.stamp ]] && read -r KV KVER ZVER <"$MEMO" && [[ -n $ZVER ]]; then
+  :
+else
+  if ! resolve; then
+    zapt_update
+    resolve || die "cannot resolve linux-image-amd64 / zfs-dkms ($ZSUITE) from $APTDIR/lists"
+  fi
+  echo "$KV $KVER $ZVER" >"$MEMO"
 fi
 KEY="linux-$KVER-$KV--zfs-$ZVER"
 KEY=${KEY//[^A-Za-z0-9._+-]/_}
@@ -206,10 +213,22 @@ if [[ ! -f $INITRD ]]; then
   (cd "$R" && find . -print0 | cpio --null -o -H newc --quiet) >"$INITRD.tmp"
   mv "$INITRD.tmp" "$INITRD"
   rm -rf "$R"
-  # older initramfs of this key belong to older init scripts
-  find "$D" -maxdepth 1 -name 'initramfs-*.cpio' ! -name "$(basename "$INITRD")" -delete
   log "initramfs packed in $(elapsed "$t")s ($(du -h "$INITRD" | cut -f1))"
 fi
+
+# Others were packed from other versions of the init or of this script, and a
+# test run elsewhere may still boot one: only those no `up` chose for a day go.
+touch "$INITRD"
+find "$D" -maxdepth 1 -name 'initramfs-*.cpio' ! -name "$(basename "$INITRD")" -mtime +0 -delete
+
+# Builds for kernel or ZFS versions no `up` chose for two weeks go (~0.5 GB each).
+touch "$D/.used"
+for old in "$CACHE"/linux-*; do
+  if [[ $old != "$D" && -d $old && ! $old/.used -nt $APTDIR/lists/.stamp && -n $(find "$old/.used" -mtime +14 2>/dev/null) ]]; then
+    log "removing the unused build $old"
+    rm -rf -- "$old"
+  fi
+done
 
 log "artefacts ready in $(elapsed "$T0")s: $D"
 echo "export ZFSVM_KERNEL=$D/vmlinuz"
