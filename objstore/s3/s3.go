@@ -27,6 +27,12 @@
 //     request is abandoned and retried (default 60s; Go duration syntax).
 //   - create=auto|on|off: how Create works, see below (default auto).
 //
+// A Put that fails aborts its multipart upload. One case escapes: when the
+// response to CreateMultipartUpload is lost and the SDK retries, the server
+// holds an upload whose ID no client ever saw. Give the bucket a lifecycle
+// rule that aborts incomplete multipart uploads after a day, as for any S3
+// client.
+//
 // Credentials come from the SDK's default chain (AWS_ACCESS_KEY_ID and
 // AWS_SECRET_ACCESS_KEY, AWS_PROFILE and the shared files, web identity, EC2 and
 // container roles), never from the URL: a URL with user or password is
@@ -97,6 +103,7 @@ const (
 	DefaultReadTimeout = 60 * time.Second
 	maxParts           = 10000 // the S3 limit
 	maxBackoff         = 5 * time.Second
+	baseBackoff        = 100 * time.Millisecond
 	probePrefix        = ".cairn-create-probe-"
 	createTokenMeta    = "cairn-create"
 	uploadTokenMeta    = "cairn-upload"
@@ -217,6 +224,7 @@ func open(ctx context.Context, u *url.URL) (objstore.Store, error) {
 			return retry.NewStandard(func(o *retry.StandardOptions) {
 				o.MaxAttempts = s.maxAttempts
 				o.MaxBackoff = maxBackoff
+				o.BaseDelay = baseBackoff
 				// A backup must not give up on a flaky server because other
 				// requests used up a shared retry budget: attempts are bounded
 				// per request instead.
@@ -652,19 +660,43 @@ func (s *store) Get(ctx context.Context, key string, offset, length int64) (io.R
 	if length > 0 {
 		end = offset + length
 	}
-	g := &getReader{s: s, ctx: ctx, key: key, pos: offset, end: end}
-	if err := g.request(); err != nil {
-		if httpStatus(err) == http.StatusRequestedRangeNotSatisfiable || apiCode(err) == "InvalidRange" {
-			return io.NopCloser(bytes.NewReader(nil)), nil // the object exists; the range starts past its end
+	for attempt := 1; ; attempt++ {
+		g := &getReader{s: s, ctx: ctx, key: key, pos: offset, end: end}
+		if err := g.request(); err != nil {
+			if httpStatus(err) == http.StatusRequestedRangeNotSatisfiable || apiCode(err) == "InvalidRange" {
+				return io.NopCloser(bytes.NewReader(nil)), nil // the object exists; the range starts past its end
+			}
+			return nil, s.err("get", key, err)
 		}
-		return nil, s.err("get", key, err)
+		if g.end-g.pos > smallGet {
+			return g, nil
+		}
+		// A small body is read here, so that when it is replaced while a
+		// broken connection is resumed, the read can start over instead of
+		// failing after handing out part of it.
+		b, err := io.ReadAll(g)
+		g.Close()
+		if errors.Is(err, errReplaced) && attempt < s.maxAttempts {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return io.NopCloser(bytes.NewReader(b)), nil
 	}
-	return g, nil
 }
+
+// smallGet is the size up to which Get reads the body before returning.
+const smallGet = 1 << 20
+
+// errReplaced says that an object was replaced while a Get was reading it.
+var errReplaced = errors.New("the object was replaced while it was being read")
 
 // getReader is an object's body that resumes where it broke off: when the
 // connection fails mid-body, it asks again for the rest of the range, of the
 // same version of the object (If-Match on the ETag), up to max_attempts times.
+// If the object was replaced meanwhile, reading fails with errReplaced rather
+// than splice two versions; Get starts small objects over instead.
 type getReader struct {
 	s        *store
 	ctx      context.Context
@@ -706,6 +738,9 @@ func (g *getReader) Read(p []byte) (int, error) {
 		}
 		if g.body == nil {
 			if err := g.request(); err != nil {
+				if isPreconditionFailed(err) {
+					err = fmt.Errorf("%w: %w", errReplaced, err)
+				}
 				return 0, g.s.err("get", g.key, fmt.Errorf("resuming at byte %d: %w", g.pos, err))
 			}
 		}

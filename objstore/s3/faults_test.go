@@ -1,0 +1,176 @@
+package s3_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/internal/testenv"
+	"github.com/cairn-backup/cairn/objstore"
+	"github.com/cairn-backup/cairn/objstore/internal/faultproxy"
+	"github.com/cairn-backup/cairn/objstore/storetest"
+)
+
+func startProxy(t *testing.T, target string, cfg faultproxy.Config) *faultproxy.Proxy {
+	t.Helper()
+	p, err := faultproxy.New(target, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		faults, clean := p.Counts()
+		t.Logf("fault proxy: %d clean requests, faults %v", clean, faults)
+		p.Close()
+	})
+	return p
+}
+
+// TestFaultsTenPercent runs the whole conformance suite through a proxy that
+// gives one request in ten a fault of every kind: every operation must still
+// succeed, by the SDK's retries, Get's resuming bodies and Create's and
+// Complete's recognition of their own lost successes.
+func TestFaultsTenPercent(t *testing.T) {
+	env := testenv.S3(t)
+	if testing.Short() {
+		t.Skip("slow; skipped in -short")
+	}
+	p := startProxy(t, env.Endpoint, faultproxy.Config{Rate: 0.10, SlowDelay: 300 * time.Millisecond})
+	storetest.Run(t, newStores(env, p.URL, faultyBucket(t, env)))
+	if faults, _ := p.Counts(); len(faults) < len(faultproxy.AllFaults) {
+		t.Errorf("not every kind of fault was injected: %v", faults)
+	}
+}
+
+// op is one store operation for the all-faults tests.
+type op struct {
+	name, key string
+	run       func(ctx context.Context, s objstore.Store) error
+}
+
+func ops() []op {
+	big := bytes.Repeat([]byte("b"), 11<<20)
+	return []op{
+		{"put", "small", func(ctx context.Context, s objstore.Store) error {
+			return s.Put(ctx, "small", strings.NewReader("x"), 1)
+		}},
+		{"put", "big", func(ctx context.Context, s objstore.Store) error {
+			return s.Put(ctx, "big", bytes.NewReader(big), int64(len(big)))
+		}},
+		{"create", "lock", func(ctx context.Context, s objstore.Store) error {
+			return s.Create(ctx, "lock", strings.NewReader("x"), 1)
+		}},
+		{"get", "present", func(ctx context.Context, s objstore.Store) error {
+			rc, err := s.Get(ctx, "present", 0, -1)
+			if err == nil {
+				_, err = io.ReadAll(rc)
+				rc.Close()
+			}
+			return err
+		}},
+		{"stat", "present", func(ctx context.Context, s objstore.Store) error {
+			_, err := s.Stat(ctx, "present")
+			return err
+		}},
+		{"delete", "present", func(ctx context.Context, s objstore.Store) error {
+			return s.Delete(ctx, "present")
+		}},
+		{"list", "pre/", func(ctx context.Context, s objstore.Store) error {
+			for _, err := range s.List(ctx, "pre/") {
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+	}
+}
+
+// checkFailures runs every op with the proxy failing every request and checks
+// that each fails, within bound, with an error naming operation, key and cause.
+func checkFailures(t *testing.T, s objstore.Store, timeout, bound time.Duration, cause ...string) {
+	for _, o := range ops() {
+		t0 := time.Now()
+		ctx, cancel := context.WithTimeout(t.Context(), timeout)
+		err := o.run(ctx, s)
+		cancel()
+		took := time.Since(t0)
+		if err == nil {
+			t.Errorf("%s %q succeeded through a proxy that fails every request", o.name, o.key)
+			continue
+		}
+		var oe *objstore.OpError
+		if !errors.As(err, &oe) || oe.Op != o.name || oe.Key != o.key {
+			t.Errorf("%s %q: error %q is no OpError naming the operation and key", o.name, o.key, err)
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, o.name+" ") || !strings.Contains(msg, `"`+o.key+`"`) {
+			t.Errorf("%s %q: the message %q does not name the operation and key", o.name, o.key, msg)
+		}
+		if !containsAny(msg, cause) {
+			t.Errorf("%s %q: the message %q names no cause among %q", o.name, o.key, msg, cause)
+		}
+		if took > bound {
+			t.Errorf("%s %q took %v to fail, more than %v", o.name, o.key, took, bound)
+		}
+		t.Logf("%s %q failed after %v: %v", o.name, o.key, took.Round(time.Millisecond), err)
+	}
+}
+
+func containsAny(s string, subs []string) bool {
+	for _, sub := range subs {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// openThrough opens a store through the proxy p, puts the objects the ops
+// read, and only then lets p fail requests with cfg.
+func openThrough(t *testing.T, env testenv.S3Env, p *faultproxy.Proxy, cfg faultproxy.Config, extra ...string) objstore.Store {
+	t.Helper()
+	p.Set(faultproxy.Config{})
+	s, err := objstore.Open(t.Context(), storeURL(env, p.URL, faultyBucket(t, env), "faults", extra...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	for _, k := range []string{"present", "pre/a"} {
+		if err := s.Put(t.Context(), k, strings.NewReader("v"), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Set(cfg)
+	return s
+}
+
+// TestFaultsAll: with every request failing (error responses and dropped
+// connections), each operation gives up after its retries, well within a
+// minute, with an error that names the operation, the key and the cause.
+func TestFaultsAll(t *testing.T) {
+	env := testenv.S3(t)
+	p := startProxy(t, env.Endpoint, faultproxy.Config{})
+	s := openThrough(t, env, p, faultproxy.Config{Rate: 1, Faults: []faultproxy.Fault{faultproxy.Error5xx, faultproxy.Drop}})
+	checkFailures(t, s, time.Hour, time.Minute, "StatusCode: 50", "EOF", "connection reset", "exceeded maximum number of attempts")
+}
+
+// TestFaultsHang: a server that accepts requests and never answers makes
+// each operation fail by read_timeout and the retry limit, and a context
+// deadline cuts that short.
+func TestFaultsHang(t *testing.T) {
+	env := testenv.S3(t)
+	p := startProxy(t, env.Endpoint, faultproxy.Config{})
+	hang := faultproxy.Config{Rate: 1, Faults: []faultproxy.Fault{faultproxy.Slow}, SlowDelay: time.Hour}
+	s := openThrough(t, env, p, hang, "read_timeout", "500ms", "max_attempts", "3")
+	t.Run("read_timeout", func(t *testing.T) {
+		checkFailures(t, s, time.Hour, time.Minute, "timeout", "deadline")
+	})
+	t.Run("context", func(t *testing.T) {
+		s := openThrough(t, env, p, hang) // default read_timeout: a minute
+		checkFailures(t, s, 2*time.Second, time.Minute, "context deadline exceeded")
+	})
+}
