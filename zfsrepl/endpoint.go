@@ -335,7 +335,9 @@ func (r *LocalReceiver) Receive(ctx context.Context, req ReceiveRequest, stream 
 	if err := r.ZFS.Receive(ctx, t, args, stream); err != nil {
 		return err
 	}
-	if exists && cur.Placeholder {
+	// A received filesystem is not a placeholder, even though it inherits
+	// zrepl:placeholder=on from a placeholder parent: say so locally.
+	if !exists || cur.Placeholder {
 		if err := r.ZFS.SetProperty(ctx, t, zfs.PlaceholderProperty, "off"); err != nil {
 			return err
 		}

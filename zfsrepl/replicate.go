@@ -38,8 +38,11 @@ type StepReport struct {
 	Kind     StepKind      `json:"kind"`
 	From     string        `json:"from,omitempty"`
 	To       string        `json:"to"`
-	Bytes    int64         `json:"bytes"` // stream bytes read from zfs send
-	Duration time.Duration `json:"duration_ns"`
+	Bytes    int64         `json:"bytes"`       // stream bytes read from zfs send
+	Duration time.Duration `json:"duration_ns"` // the whole step: holds, stream, cursor
+	// Transfer is the time of the stream alone: from zfs send's start to the
+	// receiver's acknowledgement.
+	Transfer time.Duration `json:"transfer_ns"`
 	Error    string        `json:"error,omitempty"`
 }
 
@@ -204,6 +207,7 @@ func runStep(ctx context.Context, sender Sender, receiver Receiver, cfg Config, 
 			err = rerr
 		}
 	}()
+	t0 := time.Now()
 	stream, err := sender.Send(ctx, fs, st)
 	if err != nil {
 		return sr, fmt.Errorf("send: %w", err)
@@ -214,6 +218,7 @@ func runStep(ctx context.Context, sender Sender, receiver Receiver, cfg Config, 
 	}
 	recvErr := receiver.Receive(ctx, ReceiveRequest{Filesystem: fs, Step: st}, cr)
 	closeErr := stream.Close()
+	sr.Transfer = time.Since(t0)
 	sr.Bytes = cr.n.Load()
 	if recvErr != nil {
 		if closeErr != nil {

@@ -2,15 +2,8 @@ package transport_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -21,64 +14,10 @@ import (
 
 	"github.com/cairn-backup/cairn/zfsrepl"
 	"github.com/cairn-backup/cairn/zfsrepl/internal/memzfs"
+	"github.com/cairn-backup/cairn/zfsrepl/internal/testcerts"
 	"github.com/cairn-backup/cairn/zfsrepl/transport"
 	"github.com/cairn-backup/cairn/zfsrepl/zfs"
 )
-
-// --- certificates, generated per test run (no key is ever committed) ---------
-
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-func (ca *testCA) issue(t testing.TB, cn string, server bool) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.DNSNames = []string{cn}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	} else {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 // --- a sink over the in-memory pool ------------------------------------------
 
@@ -112,15 +51,15 @@ func sink() *memzfs.Pool {
 
 type tlsSink struct {
 	addr string
-	ca   *testCA
+	ca   *testcerts.CA
 	srv  *http.Server
 }
 
 func startTLSSink(t *testing.T, pool *memzfs.Pool, cns []string) *tlsSink {
 	t.Helper()
-	ca := newCA(t, "cairn test CA")
+	ca := testcerts.NewCA(t, "cairn test CA")
 	srv, err := transport.NewTLSServer(&transport.Server{Receivers: memReceivers(pool, "wdc/zrepl")},
-		transport.TLSServerConfig{CA: ca.pool, Cert: ca.issue(t, "backup", true), ClientCNs: cns})
+		transport.TLSServerConfig{CA: ca.Pool, Cert: ca.Issue(t, "backup", true), ClientCNs: cns})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +78,7 @@ func TestTLSReplication(t *testing.T) {
 	dst := sink()
 	s := startTLSSink(t, dst, []string{"garage"})
 	src, sender := source(t)
-	c, err := transport.NewTLSClient(s.addr, transport.TLSClientConfig{CA: s.ca.pool, Cert: s.ca.issue(t, "garage", false), ServerName: "backup"}, transport.ClientOptions{})
+	c, err := transport.NewTLSClient(s.addr, transport.TLSClientConfig{CA: s.ca.Pool, Cert: s.ca.Issue(t, "garage", false), ServerName: "backup"}, transport.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,12 +109,12 @@ func TestTLSRefusesClients(t *testing.T) {
 	dst := sink()
 	s := startTLSSink(t, dst, []string{"garage"})
 	_, sender := source(t)
-	other := newCA(t, "another CA")
+	other := testcerts.NewCA(t, "another CA")
 	cases := map[string]transport.TLSClientConfig{
-		"no certificate":    {CA: s.ca.pool, ServerName: "backup"},
-		"unlisted CN":       {CA: s.ca.pool, Cert: s.ca.issue(t, "intruder", false), ServerName: "backup"},
-		"foreign CA":        {CA: s.ca.pool, Cert: other.issue(t, "garage", false), ServerName: "backup"},
-		"server not the CA": {CA: other.pool, Cert: s.ca.issue(t, "garage", false), ServerName: "backup"},
+		"no certificate":    {CA: s.ca.Pool, ServerName: "backup"},
+		"unlisted CN":       {CA: s.ca.Pool, Cert: s.ca.Issue(t, "intruder", false), ServerName: "backup"},
+		"foreign CA":        {CA: s.ca.Pool, Cert: other.Issue(t, "garage", false), ServerName: "backup"},
+		"server not the CA": {CA: other.Pool, Cert: s.ca.Issue(t, "garage", false), ServerName: "backup"},
 	}
 	for name, cfg := range cases {
 		t.Run(name, func(t *testing.T) {

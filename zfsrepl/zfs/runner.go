@@ -534,6 +534,15 @@ func (s *sendStream) wait() error {
 }
 
 func (s *sendStream) Read(p []byte) (int, error) {
+	s.mu.Lock()
+	done, werr := s.done, s.waitErr
+	s.mu.Unlock()
+	if done {
+		if werr != nil {
+			return 0, werr
+		}
+		return 0, io.EOF
+	}
 	n, err := s.stdout.Read(p)
 	if err == io.EOF {
 		if werr := s.wait(); werr != nil {
