@@ -14,8 +14,8 @@ import (
 
 	"github.com/cairn-backup/cairn/zfsrepl"
 	"github.com/cairn-backup/cairn/zfsrepl/internal/memzfs"
-	"github.com/cairn-backup/cairn/zfsrepl/internal/testcerts"
 	"github.com/cairn-backup/cairn/zfsrepl/transport"
+	"github.com/cairn-backup/cairn/zfsrepl/transport/transporttest"
 	"github.com/cairn-backup/cairn/zfsrepl/zfs"
 )
 
@@ -51,13 +51,13 @@ func sink() *memzfs.Pool {
 
 type tlsSink struct {
 	addr string
-	ca   *testcerts.CA
+	ca   *transporttest.CA
 	srv  *http.Server
 }
 
 func startTLSSink(t *testing.T, pool *memzfs.Pool, cns []string) *tlsSink {
 	t.Helper()
-	ca := testcerts.NewCA(t, "cairn test CA")
+	ca := transporttest.NewCA(t, "cairn test CA")
 	srv, err := transport.NewTLSServer(&transport.Server{Receivers: memReceivers(pool, "wdc/zrepl")},
 		transport.TLSServerConfig{CA: ca.Pool, Cert: ca.Issue(t, "backup", true), ClientCNs: cns})
 	if err != nil {
@@ -109,7 +109,7 @@ func TestTLSRefusesClients(t *testing.T) {
 	dst := sink()
 	s := startTLSSink(t, dst, []string{"garage"})
 	_, sender := source(t)
-	other := testcerts.NewCA(t, "another CA")
+	other := transporttest.NewCA(t, "another CA")
 	cases := map[string]transport.TLSClientConfig{
 		"no certificate":    {CA: s.ca.Pool, ServerName: "backup"},
 		"unlisted CN":       {CA: s.ca.Pool, Cert: s.ca.Issue(t, "intruder", false), ServerName: "backup"},

@@ -3,6 +3,7 @@ package vmtest
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"io"
 	"math/rand/v2"
@@ -16,8 +17,8 @@ import (
 
 	"github.com/cairn-backup/cairn/internal/testenv"
 	"github.com/cairn-backup/cairn/zfsrepl"
-	"github.com/cairn-backup/cairn/zfsrepl/internal/testcerts"
 	"github.com/cairn-backup/cairn/zfsrepl/transport"
+	"github.com/cairn-backup/cairn/zfsrepl/transport/transporttest"
 	"github.com/cairn-backup/cairn/zfsrepl/zfs"
 )
 
@@ -100,7 +101,7 @@ func snapshotHash(t testing.TB, snap string) string {
 // sinkEnv is a TLS sink on loopback over pool dst (root_fs dst/zrepl) with a
 // push client "garage".
 type sinkEnv struct {
-	ca     *testcerts.CA
+	ca     *transporttest.CA
 	addr   string
 	runner *zfs.Runner
 	client *transport.Client
@@ -109,7 +110,7 @@ type sinkEnv struct {
 func startSink(t testing.TB, rootFS string, cns []string) *sinkEnv {
 	t.Helper()
 	runner := &zfs.Runner{}
-	ca := testcerts.NewCA(t, "cairn vm CA")
+	ca := transporttest.NewCA(t, "cairn vm CA")
 	srv, err := transport.NewTLSServer(&transport.Server{Receivers: transport.SinkReceivers(runner, rootFS, "sink")},
 		transport.TLSServerConfig{CA: ca.Pool, Cert: ca.Issue(t, "backup", true), ClientCNs: cns})
 	if err != nil {
@@ -171,3 +172,11 @@ func guids(t testing.TB, fs string) string {
 }
 
 var _ = http.StatusOK
+
+func testTLSServer(t testing.TB, ca *transporttest.CA) *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "backup", true)}, NextProtos: []string{"h2"}}
+}
+
+func testTLSClient(t testing.TB, ca *transporttest.CA) *tls.Config {
+	return &tls.Config{RootCAs: ca.Pool, ServerName: "backup", NextProtos: []string{"h2"}}
+}

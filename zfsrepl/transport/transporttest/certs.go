@@ -1,6 +1,6 @@
-// Package testcerts makes throw-away certificate authorities and
+// Package transporttest makes throw-away certificate authorities and
 // certificates for tests of the TLS transport. Keys live in memory only.
-package testcerts
+package transporttest
 
 import (
 	"crypto/ecdsa"

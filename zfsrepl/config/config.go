@@ -1,0 +1,305 @@
+// Package config reads cairn-zrepl's configuration: a YAML file in zrepl's
+// format. This first version understands the jobs replication needs, `push`
+// and `sink`, with their `connect` / `serve` transports (`tls`, `tcp`),
+// `filesystems`, `root_fs`, `send.encrypted` and
+// `conflict_resolution.initial_replication`. Keys that zrepl documents for
+// these jobs but that replication does not use yet (`snapshotting`, `pruning`,
+// `replication`, `global`, ...) are accepted and kept as YAML nodes; any other
+// key is an error naming the key and its line.
+package config
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/cairn-backup/cairn/zfsrepl"
+	"github.com/cairn-backup/cairn/zfsrepl/transport"
+	"github.com/cairn-backup/cairn/zfsrepl/zfs"
+)
+
+// Config is a whole configuration file.
+type Config struct {
+	Global yaml.Node `yaml:"global"`
+	Jobs   []Job     `yaml:"jobs"`
+}
+
+// Job is one job; which fields apply depends on Type.
+type Job struct {
+	Name string `yaml:"name"`
+	Type string `yaml:"type"` // push, sink (snap and others: see the daemon)
+
+	// push
+	Connect            *Connect           `yaml:"connect"`
+	Filesystems        map[string]bool    `yaml:"filesystems"`
+	Send               Send               `yaml:"send"`
+	ConflictResolution ConflictResolution `yaml:"conflict_resolution"`
+	Snapshotting       yaml.Node          `yaml:"snapshotting"`
+	Pruning            yaml.Node          `yaml:"pruning"`
+	Replication        yaml.Node          `yaml:"replication"`
+
+	// sink
+	RootFS string    `yaml:"root_fs"`
+	Serve  *Serve    `yaml:"serve"`
+	Recv   yaml.Node `yaml:"recv"`
+
+	line int
+}
+
+// Send is a push job's `send` section.
+type Send struct {
+	Encrypted bool `yaml:"encrypted"` // raw sends (-w)
+	Raw       bool `yaml:"raw"`       // zrepl's send.raw: also -w
+}
+
+// ConflictResolution is zrepl's `conflict_resolution` section.
+type ConflictResolution struct {
+	InitialReplication string `yaml:"initial_replication"` // most_recent (default), all, fail
+}
+
+// Connect is a push job's `connect` section.
+type Connect struct {
+	Type        string `yaml:"type"` // tls or tcp
+	Address     string `yaml:"address"`
+	CA          string `yaml:"ca"`
+	Cert        string `yaml:"cert"`
+	Key         string `yaml:"key"`
+	ServerCN    string `yaml:"server_cn"`
+	DialTimeout string `yaml:"dial_timeout"`
+}
+
+// Serve is a sink job's `serve` section.
+type Serve struct {
+	Type           string            `yaml:"type"` // tls or tcp
+	Listen         string            `yaml:"listen"`
+	CA             string            `yaml:"ca"`
+	Cert           string            `yaml:"cert"`
+	Key            string            `yaml:"key"`
+	ClientCNs      []string          `yaml:"client_cns"`
+	Clients        map[string]string `yaml:"clients"` // tcp: IP -> identity
+	ListenFreebind bool              `yaml:"listen_freebind"`
+}
+
+// Load reads and validates a configuration file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse parses and validates a configuration.
+func Parse(b []byte) (*Config, error) {
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&root); err != nil {
+		return nil, err
+	}
+	var c Config
+	strict := yaml.NewDecoder(bytes.NewReader(b))
+	strict.KnownFields(true)
+	if err := strict.Decode(&c); err != nil {
+		return nil, err
+	}
+	// Remember each job's line for error messages.
+	if len(root.Content) == 1 {
+		m := root.Content[0]
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			if m.Content[i].Value == "jobs" && m.Content[i+1].Kind == yaml.SequenceNode {
+				for j, n := range m.Content[i+1].Content {
+					if j < len(c.Jobs) {
+						c.Jobs[j].line = n.Line
+					}
+				}
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for i := range c.Jobs {
+		j := &c.Jobs[i]
+		if seen[j.Name] {
+			return nil, fmt.Errorf("line %d: job name %q used twice", j.line, j.Name)
+		}
+		seen[j.Name] = true
+		if err := j.validate(); err != nil {
+			return nil, fmt.Errorf("line %d: job %q: %w", j.line, j.Name, err)
+		}
+	}
+	return &c, nil
+}
+
+func (j *Job) validate() error {
+	if err := zfsrepl.ValidateJobName(j.Name); err != nil {
+		return err
+	}
+	switch j.Type {
+	case "push":
+		if j.Connect == nil {
+			return errors.New("a push job needs connect")
+		}
+		if err := j.Connect.validate(); err != nil {
+			return fmt.Errorf("connect: %w", err)
+		}
+		if len(j.Filesystems) == 0 {
+			return errors.New("a push job needs filesystems")
+		}
+		if _, err := zfsrepl.NewFilter(j.Filesystems); err != nil {
+			return err
+		}
+		switch j.ConflictResolution.InitialReplication {
+		case "", "most_recent", "all", "fail":
+		default:
+			return fmt.Errorf("conflict_resolution.initial_replication: %q is not most_recent, all or fail", j.ConflictResolution.InitialReplication)
+		}
+	case "sink":
+		if err := zfs.ValidateFilesystem(j.RootFS); err != nil {
+			return fmt.Errorf("root_fs: %w", err)
+		}
+		if j.Serve == nil {
+			return errors.New("a sink job needs serve")
+		}
+		if err := j.Serve.validate(); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+	case "snap", "source", "pull":
+		// Other job types belong to the daemon; accepted here.
+	default:
+		return fmt.Errorf("unknown job type %q", j.Type)
+	}
+	return nil
+}
+
+func (c *Connect) validate() error {
+	if c.Address == "" {
+		return errors.New("address is empty")
+	}
+	switch c.Type {
+	case "tls":
+		if c.CA == "" || c.Cert == "" || c.Key == "" || c.ServerCN == "" {
+			return errors.New("tls needs ca, cert, key and server_cn")
+		}
+	case "tcp":
+	default:
+		return fmt.Errorf("type %q is not tls or tcp", c.Type)
+	}
+	return nil
+}
+
+func (s *Serve) validate() error {
+	if s.Listen == "" {
+		return errors.New("listen is empty")
+	}
+	switch s.Type {
+	case "tls":
+		if s.CA == "" || s.Cert == "" || s.Key == "" || len(s.ClientCNs) == 0 {
+			return errors.New("tls needs ca, cert, key and client_cns")
+		}
+		for _, cn := range s.ClientCNs {
+			if err := transport.ValidateIdentity(cn); err != nil {
+				return fmt.Errorf("client_cns: %w", err)
+			}
+		}
+	case "tcp":
+		if len(s.Clients) == 0 {
+			return errors.New("tcp needs clients")
+		}
+	default:
+		return fmt.Errorf("type %q is not tls or tcp", s.Type)
+	}
+	return nil
+}
+
+// Job returns the job named name.
+func (c *Config) Job(name string) (*Job, error) {
+	for i := range c.Jobs {
+		if c.Jobs[i].Name == name {
+			return &c.Jobs[i], nil
+		}
+	}
+	var names []string
+	for _, j := range c.Jobs {
+		names = append(names, j.Name)
+	}
+	return nil, fmt.Errorf("no job %q (jobs: %s)", name, strings.Join(names, ", "))
+}
+
+// PlanConfig returns the planner settings of a push job.
+func (j *Job) PlanConfig() zfsrepl.PlanConfig {
+	return zfsrepl.PlanConfig{
+		Initial: zfsrepl.InitialReplication(j.ConflictResolution.InitialReplication),
+		Raw:     j.Send.Encrypted || j.Send.Raw,
+	}
+}
+
+// Filter returns a push job's filesystem filter.
+func (j *Job) Filter() (*zfsrepl.Filter, error) { return zfsrepl.NewFilter(j.Filesystems) }
+
+func loadPool(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	return p, nil
+}
+
+// Dial returns a push job's client to its sink (connections are made lazily).
+func (j *Job) Dial(o transport.ClientOptions) (*transport.Client, error) {
+	c := j.Connect
+	if c == nil {
+		return nil, fmt.Errorf("job %q has no connect", j.Name)
+	}
+	switch c.Type {
+	case "tcp":
+		return transport.NewTCPClient(c.Address, o), nil
+	case "tls":
+		pool, err := loadPool(c.CA)
+		if err != nil {
+			return nil, fmt.Errorf("connect.ca: %w", err)
+		}
+		cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+		if err != nil {
+			return nil, fmt.Errorf("connect.cert/key: %w", err)
+		}
+		return transport.NewTLSClient(c.Address, transport.TLSClientConfig{CA: pool, Cert: cert, ServerName: c.ServerCN}, o)
+	}
+	return nil, fmt.Errorf("connect.type %q", c.Type)
+}
+
+// SinkServer returns the HTTP server of a sink job (serve it on
+// Serve.Listen: with ServeTLS(l, "", "") for tls, Serve(l) for tcp).
+func (j *Job) SinkServer(s *transport.Server) (srv *http.Server, tlsOn bool, err error) {
+	sv := j.Serve
+	switch sv.Type {
+	case "tcp":
+		h, err := transport.NewTCPServer(s, sv.Clients)
+		return h, false, err
+	case "tls":
+		pool, err := loadPool(sv.CA)
+		if err != nil {
+			return nil, false, fmt.Errorf("serve.ca: %w", err)
+		}
+		cert, err := tls.LoadX509KeyPair(sv.Cert, sv.Key)
+		if err != nil {
+			return nil, false, fmt.Errorf("serve.cert/key: %w", err)
+		}
+		h, err := transport.NewTLSServer(s, transport.TLSServerConfig{CA: pool, Cert: cert, ClientCNs: sv.ClientCNs})
+		return h, true, err
+	}
+	return nil, false, fmt.Errorf("serve.type %q", sv.Type)
+}
