@@ -89,34 +89,37 @@ func ops() []op {
 	}
 }
 
-// checkFailures runs every op with the proxy failing every request and checks
-// that each fails, within bound, with an error naming operation, key and cause.
+// checkFailures runs every op, in parallel, with the proxy failing every
+// request, and checks that each fails within bound with an error naming the
+// operation, the key and the cause.
 func checkFailures(t *testing.T, s objstore.Store, timeout, bound time.Duration, cause ...string) {
 	for _, o := range ops() {
-		t0 := time.Now()
-		ctx, cancel := context.WithTimeout(t.Context(), timeout)
-		err := o.run(ctx, s)
-		cancel()
-		took := time.Since(t0)
-		if err == nil {
-			t.Errorf("%s %q succeeded through a proxy that fails every request", o.name, o.key)
-			continue
-		}
-		var oe *objstore.OpError
-		if !errors.As(err, &oe) || oe.Op != o.name || oe.Key != o.key {
-			t.Errorf("%s %q: error %q is no OpError naming the operation and key", o.name, o.key, err)
-		}
-		msg := err.Error()
-		if !strings.Contains(msg, o.name+" ") || !strings.Contains(msg, `"`+o.key+`"`) {
-			t.Errorf("%s %q: the message %q does not name the operation and key", o.name, o.key, msg)
-		}
-		if !containsAny(msg, cause) {
-			t.Errorf("%s %q: the message %q names no cause among %q", o.name, o.key, msg, cause)
-		}
-		if took > bound {
-			t.Errorf("%s %q took %v to fail, more than %v", o.name, o.key, took, bound)
-		}
-		t.Logf("%s %q failed after %v: %v", o.name, o.key, took.Round(time.Millisecond), err)
+		t.Run(o.name+"-"+o.key, func(t *testing.T) {
+			t.Parallel()
+			t0 := time.Now()
+			ctx, cancel := context.WithTimeout(t.Context(), timeout)
+			err := o.run(ctx, s)
+			cancel()
+			took := time.Since(t0)
+			if err == nil {
+				t.Fatalf("%s %q succeeded through a proxy that fails every request", o.name, o.key)
+			}
+			var oe *objstore.OpError
+			if !errors.As(err, &oe) || oe.Op != o.name || oe.Key != o.key {
+				t.Errorf("%s %q: error %q is no OpError naming the operation and key", o.name, o.key, err)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, o.name+" ") || !strings.Contains(msg, `"`+o.key+`"`) {
+				t.Errorf("%s %q: the message %q does not name the operation and key", o.name, o.key, msg)
+			}
+			if !containsAny(msg, cause) {
+				t.Errorf("%s %q: the message %q names no cause among %q", o.name, o.key, msg, cause)
+			}
+			if took > bound {
+				t.Errorf("%s %q took %v to fail, more than %v", o.name, o.key, took, bound)
+			}
+			t.Logf("failed after %v: %v", took.Round(time.Millisecond), err)
+		})
 	}
 }
 
