@@ -218,7 +218,7 @@ func (c *Client) Receive(ctx context.Context, rr zfsrepl.ReceiveRequest, stream 
 	pr, pw := io.Pipe()
 	enc := EncodingNone
 	if c.compress && !rr.Step.Raw {
-		enc = EncodingZstd
+		enc = EncodingChunked
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -242,9 +242,18 @@ func (c *Client) Receive(ctx context.Context, rr zfsrepl.ReceiveRequest, stream 
 	return err
 }
 
-// writeStream copies stream into w, zstd-compressed when enc says so.
+// writeStream copies stream into w in the encoding enc.
 func writeStream(w io.Writer, stream io.Reader, enc string) error {
-	if enc != EncodingZstd {
+	switch enc {
+	case EncodingChunked:
+		cw, err := newChunkWriter(w)
+		if err != nil {
+			return err
+		}
+		_, err = cw.ReadFrom(stream)
+		return err
+	case EncodingZstd:
+	default:
 		_, err := io.CopyBuffer(w, stream, make([]byte, 1<<20))
 		return err
 	}

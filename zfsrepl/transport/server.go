@@ -184,6 +184,13 @@ func (s *Server) receive(ctx context.Context, recv zfsrepl.Receiver, _ http.Resp
 		}
 		defer dec.Close()
 		stream = dec
+	case EncodingChunked:
+		cr, err := newChunkReader(body)
+		if err != nil {
+			return nil, fmt.Errorf("zstd: %w", err)
+		}
+		defer cr.Close()
+		stream = cr
 	case EncodingNone, "":
 	default:
 		return nil, fmt.Errorf("%w: unknown encoding %q", ErrRefused, enc)

@@ -11,7 +11,8 @@
 //
 // Control requests (list filesystems and versions, resume token, destroy
 // snapshots) and send streams share one connection as HTTP/2 streams. A send
-// stream is zstd-compressed on the wire unless it is a raw (encrypted) send.
+// stream is zstd-compressed on the wire (EncodingChunked: chunks that zstd
+// cannot shrink go as they are) unless it is a raw (encrypted) send.
 //
 // Wire protocol (version 1), all JSON except the stream body:
 //
@@ -20,7 +21,7 @@
 //	GET  /v1/resume-token?fs=NAME     -> {"token": "..."}
 //	POST /v1/destroy   {"filesystem", "snapshots": [zfs.Version]} -> {}
 //	POST /v1/receive   Cairn-Receive: base64url(JSON zfsrepl.ReceiveRequest)
-//	                   Cairn-Encoding: zstd | identity; body: the stream -> {"bytes": N}
+//	                   Cairn-Encoding: zstd-chunked | zstd | identity; body: the stream -> {"bytes": N}
 //
 // Errors are {"error": "..."} with status 400 (refused request), 403 (unknown
 // identity), 404 or 500.

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"testing"
 	"time"
 
@@ -108,6 +109,11 @@ func TestComponentThroughput(t *testing.T) {
 			go srv.Serve(l)
 		}
 		req, _ := http.NewRequestWithContext(context.Background(), "POST", url, io.NopCloser(bytes.NewReader(data)))
+		if tlsOn && os.Getenv("CAIRN_ZREPL_PROFILE") != "" {
+			pf, _ := os.Create(os.Getenv("CAIRN_ZREPL_PROFILE"))
+			pprof.StartCPUProfile(pf)
+			defer func() { pprof.StopCPUProfile(); pf.Close(); t.Error("profile written: failing to keep the share dir") }()
+		}
 		t0 = time.Now()
 		resp, err := (&http.Client{Transport: tr}).Do(req)
 		if err != nil {
