@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -176,4 +177,35 @@ func TestFaultsHang(t *testing.T) {
 		s := openThrough(t, env, p, hang) // default read_timeout: a minute
 		checkFailures(t, s, 2*time.Second, time.Minute, "context deadline exceeded")
 	})
+}
+
+// TestFaultsMultipartAbort: when a part cannot be uploaded, Put stops
+// reading its source, aborts the multipart upload (nothing is left behind)
+// and names the failed part.
+func TestFaultsMultipartAbort(t *testing.T) {
+	env := testenv.S3(t)
+	p := startProxy(t, env.Endpoint, faultproxy.Config{})
+	b := bucket(t, env) // strict: an upload left behind fails the test
+	s, err := objstore.Open(t.Context(), storeURL(env, p.URL, b, "abort", "max_attempts", "2", "concurrency", "2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p.Set(faultproxy.Config{Rate: 1, Faults: []faultproxy.Fault{faultproxy.Error5xx},
+		Match: func(r *http.Request) bool { return r.URL.Query().Has("partNumber") }})
+	src := &zeros{n: 1 << 30}
+	err = s.Put(t.Context(), "stream", src, -1)
+	if err == nil {
+		t.Fatal("Put succeeded though every UploadPart fails")
+	}
+	if !strings.Contains(err.Error(), `put "stream"`) || !strings.Contains(err.Error(), "UploadPart") {
+		t.Errorf("error %q does not name the operation, key and failed step", err)
+	}
+	if read := 1<<30 - src.n; read > 64<<20 {
+		t.Errorf("Put read %d MiB of its source after the first part failed", read>>20)
+	}
+	t.Logf("%v", err)
+	if _, err := s.Stat(t.Context(), "stream"); !errors.Is(err, objstore.ErrNotExist) {
+		t.Errorf("Stat after the failed Put = %v, want ErrNotExist", err)
+	}
 }

@@ -515,7 +515,9 @@ func (s *store) conditionalSupported(ctx context.Context) (bool, error) {
 func (s *store) multipart(ctx context.Context, key string, first []byte, r io.Reader, size int64) (err error) {
 	partSize := s.partSize
 	if size > 0 {
-		if need := (size + maxParts - 1) / maxParts; need > partSize {
+		// The first part, already read, has the configured size; the others
+		// grow when the object would otherwise need more than maxParts.
+		if need := (size + maxParts - 2) / (maxParts - 1); need > partSize {
 			partSize = (need + 1<<20 - 1) &^ (1<<20 - 1)
 		}
 	}
@@ -568,6 +570,9 @@ func (s *store) multipart(ctx context.Context, key string, first []byte, r io.Re
 	go upload(1, first)
 	var readErr error
 	for num := int32(2); ; num++ {
+		if uctx.Err() != nil {
+			break // an upload failed: stop reading
+		}
 		want := partSize
 		if size >= 0 {
 			want = min(partSize, size-total)
@@ -668,7 +673,7 @@ func (s *store) Get(ctx context.Context, key string, offset, length int64) (io.R
 			}
 			return nil, s.err("get", key, err)
 		}
-		if g.end-g.pos > smallGet {
+		if g.end < 0 || g.end-g.pos > smallGet {
 			return g, nil
 		}
 		// A small body is read here, so that when it is replaced while a

@@ -70,6 +70,8 @@ type Config struct {
 	Rate      float64       // fraction of requests, 0 to 1, that get a fault
 	Faults    []Fault       // the kinds chosen from, uniformly; nil means AllFaults
 	SlowDelay time.Duration // how long Slow waits; 0 means one second
+	// Match, when set, limits faults to the requests it accepts.
+	Match func(*http.Request) bool
 }
 
 // Proxy is a running fault-injecting proxy.
@@ -168,11 +170,11 @@ func (c *cutReader) Read(b []byte) (int, error) {
 
 func (c *cutReader) Close() error { return c.r.Close() }
 
-func (p *Proxy) pick() (Fault, time.Duration) {
+func (p *Proxy) pick(r *http.Request) (Fault, time.Duration) {
 	p.mu.Lock()
 	cfg := p.cfg
 	p.mu.Unlock()
-	if rand.Float64() >= cfg.Rate || len(cfg.Faults) == 0 {
+	if rand.Float64() >= cfg.Rate || len(cfg.Faults) == 0 || (cfg.Match != nil && !cfg.Match(r)) {
 		return numFaults, 0
 	}
 	return cfg.Faults[rand.IntN(len(cfg.Faults))], cfg.SlowDelay
@@ -197,7 +199,7 @@ func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discardWriter) WriteHeader(int)             {}
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
-	f, delay := p.pick()
+	f, delay := p.pick(r)
 	p.counts[f].Add(1)
 	switch f {
 	case Error5xx:
