@@ -47,7 +47,9 @@
 // recent S3-compatible servers honour atomically: of concurrent creators
 // exactly one wins, the others get 412 and Create returns objstore.ErrExist.
 // Servers that do not know the header ignore it and overwrite, which would make
-// every creator win. With create=auto the store therefore probes the server
+// every creator win. Ceph radosgw 16.2 (Pacific), the test server, honours it
+// on PutObject (412 over an existing key; of 32 concurrent creators exactly one
+// wins, see TestServerIfNoneMatch) but ignores it on CompleteMultipartUpload. With create=auto the store therefore probes the server
 // before the first Create: it writes a probe object under the prefix (a key
 // starting with ".cairn-create-probe-", which List skips), writes it again with
 // If-None-Match: *, and deletes it. If the second write is refused with 412,
@@ -94,19 +96,22 @@ import (
 	"github.com/cairn-backup/cairn/objstore"
 )
 
-// Defaults of the URL's query parameters.
+// Defaults and limits of the URL's query parameters.
 const (
-	DefaultPartSize    = 16 << 20
-	MinPartSize        = 5 << 20 // the S3 minimum for every part but the last
-	DefaultConcurrency = 4
-	DefaultMaxAttempts = 10
-	DefaultReadTimeout = 60 * time.Second
-	maxParts           = 10000 // the S3 limit
-	maxBackoff         = 5 * time.Second
-	baseBackoff        = 100 * time.Millisecond
-	probePrefix        = ".cairn-create-probe-"
-	createTokenMeta    = "cairn-create"
-	uploadTokenMeta    = "cairn-upload"
+	DefaultPartSize    = 16 << 20         // part_size when unset
+	MinPartSize        = 5 << 20          // the S3 minimum for every part but the last
+	DefaultConcurrency = 4                // concurrency when unset
+	DefaultMaxAttempts = 10               // max_attempts when unset
+	DefaultReadTimeout = 60 * time.Second // read_timeout when unset
+)
+
+const (
+	maxParts        = 10000 // the S3 limit
+	maxBackoff      = 5 * time.Second
+	baseBackoff     = 100 * time.Millisecond
+	probePrefix     = ".cairn-create-probe-"
+	createTokenMeta = "cairn-create"
+	uploadTokenMeta = "cairn-upload"
 )
 
 func init() { objstore.Register("s3", open) }

@@ -51,8 +51,8 @@ func Run(t *testing.T, newStore NewStore) {
 
 // Case is one conformance check.
 type Case struct {
-	Name string
-	F    func(t *testing.T, s objstore.Store)
+	Name string                               // the subtest's name
+	F    func(t *testing.T, s objstore.Store) // the check, given a new, empty store
 }
 
 // Cases returns the checks that Run runs, for backends that need to run them
