@@ -392,8 +392,24 @@ func (s *store) put(ctx context.Context, op, key string, r io.Reader, size int64
 	if size >= 0 && size <= s.partSize {
 		want = size
 	}
-	buf := make([]byte, want)
-	n, eof, err := readFull(cr, buf)
+	var (
+		buf []byte
+		n   int
+		eof bool
+		err error
+	)
+	if size >= 0 {
+		buf = make([]byte, want)
+		n, eof, err = readFull(cr, buf)
+	} else {
+		// Unknown size: grow with what arrives rather than allocate a whole
+		// part for what is often a small object.
+		buf, err = io.ReadAll(io.LimitReader(cr, want))
+		n, eof = len(buf), int64(len(buf)) < want
+		if err != nil {
+			err = fmt.Errorf("reading the object: %w", err)
+		}
+	}
 	if err != nil {
 		return s.err(op, key, err)
 	}
