@@ -182,10 +182,10 @@ func (s *fsStore) write(ctx context.Context, op, key string, r io.Reader, size i
 	if err != nil {
 		return err
 	}
-	if excl {
-		if _, err := os.Lstat(p); err == nil {
-			return s.err(op, key, ErrExist)
-		}
+	if fi, err := os.Lstat(p); err == nil && fi.IsDir() {
+		return s.err(op, key, fmt.Errorf("%q is a folder of other keys, so it cannot also be an object", key))
+	} else if err == nil && excl {
+		return s.err(op, key, ErrExist)
 	}
 	dir := filepath.Dir(p)
 	f, err := s.tempFile(dir)

@@ -66,6 +66,10 @@ func TestFSLayout(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "folder of other keys") {
 		t.Fatalf("Put over a folder = %v", err)
 	}
+	err = s.Create(ctx, "data/ab", strings.NewReader("y"), 1)
+	if err == nil || errors.Is(err, objstore.ErrExist) || !strings.Contains(err.Error(), "folder of other keys") {
+		t.Fatalf("Create over a folder = %v", err)
+	}
 	if _, err := s.Stat(ctx, "data/ab"); !errors.Is(err, objstore.ErrNotExist) {
 		t.Fatalf("Stat of a folder = %v, want ErrNotExist", err)
 	}
