@@ -112,6 +112,7 @@ type ConflictError struct {
 	Detail     string
 }
 
+// Error describes the conflict.
 func (e *ConflictError) Error() string {
 	return fmt.Sprintf("%s: %s: %s", e.Filesystem, e.Kind, e.Detail)
 }

@@ -39,10 +39,10 @@ import (
 
 // Header names and encodings of the receive request.
 const (
-	HeaderReceive  = "Cairn-Receive"
-	HeaderEncoding = "Cairn-Encoding"
-	EncodingZstd   = "zstd"
-	EncodingNone   = "identity"
+	HeaderReceive  = "Cairn-Receive"  // base64url(JSON zfsrepl.ReceiveRequest)
+	HeaderEncoding = "Cairn-Encoding" // the body's encoding
+	EncodingZstd   = "zstd"           // one zstd stream (accepted; clients send EncodingChunked)
+	EncodingNone   = "identity"       // the stream as it is (raw sends)
 )
 
 // HTTP/2 flow-control windows: large enough that a stream is not throttled by
@@ -71,6 +71,7 @@ type RemoteError struct {
 	Message string
 }
 
+// Error returns the sink's message and status.
 func (e *RemoteError) Error() string {
 	return fmt.Sprintf("sink: %s (HTTP %d)", e.Message, e.Status)
 }

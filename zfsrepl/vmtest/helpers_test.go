@@ -127,6 +127,26 @@ func startSink(t testing.TB, rootFS string, cns []string) *sinkEnv {
 	return e
 }
 
+// startTCPSink starts a TCP sink (identity garage for 127.0.0.1) and returns
+// its client.
+func startTCPSink(t testing.TB, rootFS string) *transport.Client {
+	t.Helper()
+	srv, err := transport.NewTCPServer(&transport.Server{Receivers: transport.SinkReceivers(&zfs.Runner{}, rootFS, "sink")},
+		map[string]string{"127.0.0.1": "garage"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	c := transport.NewTCPClient(l.Addr().String(), transport.ClientOptions{})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func (e *sinkEnv) connect(t testing.TB, cn string, o transport.ClientOptions) *transport.Client {
 	t.Helper()
 	c, err := transport.NewTLSClient(e.addr, transport.TLSClientConfig{CA: e.ca.Pool, Cert: e.ca.Issue(t, cn, false), ServerName: "backup"}, o)

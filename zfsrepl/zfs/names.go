@@ -19,6 +19,7 @@ type NameError struct {
 	Reason string
 }
 
+// Error returns the name and the reason.
 func (e *NameError) Error() string {
 	return fmt.Sprintf("invalid ZFS name %q: %s", e.Name, e.Reason)
 }

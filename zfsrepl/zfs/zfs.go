@@ -25,8 +25,8 @@ type VersionType string
 
 // The two kinds of filesystem versions.
 const (
-	Snapshot VersionType = "snapshot"
-	Bookmark VersionType = "bookmark"
+	Snapshot VersionType = "snapshot" // fs@name
+	Bookmark VersionType = "bookmark" // fs#name
 )
 
 // Delimiter returns "@" for snapshots and "#" for bookmarks.
@@ -87,6 +87,7 @@ type CommandError struct {
 	Stderr string
 }
 
+// Error returns the command line, the process error and stderr.
 func (e *CommandError) Error() string {
 	msg := strings.TrimSpace(e.Stderr)
 	if msg == "" {
