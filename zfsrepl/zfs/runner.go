@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -498,13 +499,18 @@ func (r *Runner) Send(ctx context.Context, a SendArgs) (io.ReadCloser, error) {
 	}
 	r.log(logged)
 	cmd := exec.CommandContext(ctx, r.bin(), args...)
-	stdout, err := cmd.StdoutPipe()
+	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("zfs send: %w", err)
 	}
-	s := &sendStream{cmd: cmd, stdout: stdout, args: append([]string{"zfs"}, logged...)}
+	setPipeSize(pw, pipeSize)
+	cmd.Stdout = pw
+	s := &sendStream{cmd: cmd, stdout: pr, args: append([]string{"zfs"}, logged...)}
 	cmd.Stderr = &s.stderr
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	pw.Close() // the child has its copy
+	if err != nil {
+		pr.Close()
 		return nil, &CommandError{Args: s.args, Err: err}
 	}
 	return s, nil
@@ -526,6 +532,7 @@ func (s *sendStream) wait() error {
 	defer s.mu.Unlock()
 	if !s.done {
 		s.done = true
+		defer s.stdout.Close()
 		if err := s.cmd.Wait(); err != nil {
 			s.waitErr = &CommandError{Args: s.args, Err: err, Stderr: s.stderr.String()}
 		}
@@ -561,12 +568,10 @@ func (s *sendStream) Close() error {
 	}
 	// Not read to the end: find out whether the command already finished.
 	// If it has not, kill it: the caller gave up on the stream.
-	if s.cmd.ProcessState == nil {
-		_ = s.cmd.Process.Kill()
-		_ = s.wait()
-		return nil
-	}
-	return s.wait()
+	_ = s.cmd.Process.Kill()
+	_ = s.stdout.Close()
+	_ = s.wait()
+	return nil
 }
 
 type lockedBuffer struct {
@@ -637,14 +642,19 @@ func (r *Runner) Receive(ctx context.Context, fs string, a ReceiveArgs, stream i
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	cmd.Stdout = &stderr
-	stdin, err := cmd.StdinPipe()
+	pr, stdin, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("zfs receive: %w", err)
 	}
-	if err := cmd.Start(); err != nil {
+	setPipeSize(stdin, pipeSize)
+	cmd.Stdin = pr
+	err = cmd.Start()
+	pr.Close() // the child has its copy
+	if err != nil {
+		stdin.Close()
 		return &CommandError{Args: append([]string{"zfs"}, args...), Err: err}
 	}
-	_, copyErr := io.Copy(stdin, markedReader{stream})
+	_, copyErr := io.CopyBuffer(writerOnly{stdin}, markedReader{stream}, make([]byte, pipeSize))
 	var writeErr error
 	if copyErr != nil {
 		var pe *readError
@@ -674,6 +684,13 @@ type readError struct{ err error }
 
 func (e *readError) Error() string { return e.err.Error() }
 func (e *readError) Unwrap() error { return e.err }
+
+// pipeSize is the buffer of the pipes to and from zfs send and receive.
+const pipeSize = 1 << 20
+
+// writerOnly hides the ReaderFrom of an *os.File, so that io.CopyBuffer uses
+// its large buffer.
+type writerOnly struct{ io.Writer }
 
 // markedReader wraps the errors of the stream given to Receive as *readError.
 type markedReader struct{ r io.Reader }
