@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -207,5 +208,49 @@ func TestFaultsMultipartAbort(t *testing.T) {
 	t.Logf("%v", err)
 	if _, err := s.Stat(t.Context(), "stream"); !errors.Is(err, objstore.ErrNotExist) {
 		t.Errorf("Stat after the failed Put = %v, want ErrNotExist", err)
+	}
+}
+
+// once matches the first request that match accepts, and no other.
+func once(match func(*http.Request) bool) func(*http.Request) bool {
+	var done atomic.Bool
+	return func(r *http.Request) bool { return match(r) && !done.Swap(true) }
+}
+
+// TestFaultsLostSuccess: when the server acted on a request but the response
+// was lost, the retry meets the request's own effect. A Create must not then
+// report ErrExist for the object it wrote, nor a multipart Put fail because
+// its upload was already completed.
+func TestFaultsLostSuccess(t *testing.T) {
+	env := testenv.S3(t)
+	p := startProxy(t, env.Endpoint, faultproxy.Config{})
+	s := openThrough(t, env, p, faultproxy.Config{})
+	ctx := t.Context()
+	// Let the probe through first.
+	if err := s.Create(ctx, "warm-up", strings.NewReader("x"), 1); err != nil {
+		t.Fatal(err)
+	}
+
+	lost := faultproxy.Config{Rate: 1, Faults: []faultproxy.Fault{faultproxy.LostResponse}}
+	lost.Match = once(func(r *http.Request) bool { return r.Method == http.MethodPut && r.Header.Get("If-None-Match") == "*" })
+	p.Set(lost)
+	if err := s.Create(ctx, "lock", strings.NewReader("mine"), 4); err != nil {
+		t.Fatalf("Create whose first response was lost = %v, want success", err)
+	}
+	if err := s.Create(ctx, "lock", strings.NewReader("again"), 5); !errors.Is(err, objstore.ErrExist) {
+		t.Fatalf("a second Create = %v, want ErrExist", err)
+	}
+
+	lost.Match = once(func(r *http.Request) bool { return r.Method == http.MethodPost && r.URL.Query().Has("uploadId") })
+	p.Set(lost)
+	big := bytes.Repeat([]byte("m"), 11<<20)
+	if err := s.Put(ctx, "big", bytes.NewReader(big), int64(len(big))); err != nil {
+		t.Fatalf("multipart Put whose CompleteMultipartUpload response was lost = %v, want success", err)
+	}
+	if info, err := s.Stat(ctx, "big"); err != nil || info.Size != int64(len(big)) {
+		t.Fatalf("Stat(big) = %+v, %v", info, err)
+	}
+	if faults, _ := p.Counts(); faults[faultproxy.LostResponse] != 2 {
+		t.Fatalf("lost responses injected: %v, want 2", faults)
 	}
 }
