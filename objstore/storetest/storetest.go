@@ -312,15 +312,19 @@ var ListKeys = []string{
 	"data/00/one", "data/00/two", "data/ff/three", "data/0f",
 	"ünïcödé/ключ", "日本/語/ファイル", "z~", "Zed", "space key/with spaces",
 	"a/bz/c/d/e/f/g/h/deep",
+	"sym/plus+sign", "sym/pct%25", "sym/q?x=1&y", "sym/hash#frag", "sym/'quote\"", "sym/<xml>&amp;", "sym/emoji-🧱", "sym/back\\slash",
 }
 
 func testList(t *testing.T, s objstore.Store) {
 	for i, k := range ListKeys {
 		put(t, s, k, data(i, uint64(i)))
 	}
+	for i, k := range ListKeys {
+		mustEqual(t, "Get "+k, get(t, s, k, 0, -1), data(i, uint64(i)))
+	}
 	sorted := slices.Clone(ListKeys)
 	slices.Sort(sorted)
-	for _, prefix := range []string{"", "a", "a/", "a/b", "a/b/", "a/b/c", "data/0", "data/00/", "ü", "日本/", "zz", "nothing/", "Z"} {
+	for _, prefix := range []string{"", "a", "a/", "a/b", "a/b/", "a/b/c", "data/0", "data/00/", "ü", "日本/", "zz", "nothing/", "Z", "sym/", "sym/p", "sym/q?"} {
 		var want []string
 		for _, k := range sorted {
 			if strings.HasPrefix(k, prefix) {
