@@ -7,7 +7,9 @@
 // to make its scheme available to Open, as with database/sql drivers.
 //
 // Keys are slash-separated strings chosen by the caller; a backend stores them
-// as they are and hides no fan-out of its own.
+// as they are and hides no fan-out of its own. Every backend enforces the rules
+// of ValidateKey (no empty, "." or ".." segments, no leading or trailing
+// slash, no control characters), so a repository can move between backends.
 package objstore
 
 import (
