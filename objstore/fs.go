@@ -16,26 +16,7 @@ import (
 	"syscall"
 )
 
-// The fs backend stores each object as a file under a root directory.
-//
-// URL: file:///absolute/path (file://localhost/path is accepted too). The root
-// is created (mode 0700) when missing. A key maps to the path root/KEY, so the
-// key data/ab/cd is the file data/ab/cd; folders are created as needed (mode
-// 0700, files 0600) and removed again by Delete when it leaves them empty.
-// Because a name cannot be both a file and a folder, the fs backend cannot hold
-// both "a" and "a/b"; such a Put fails with an error naming the conflict. Key
-// segments are limited to 255 bytes and may not start with ".cairn-tmp-",
-// which names temporary files.
-//
-// Put writes a temporary file in the object's folder, fsyncs it, renames it
-// over the key and fsyncs the folder, so readers see the old object or the new
-// one, and a crash leaves at most a temporary file (ignored by List; delete
-// leftovers older than a day by hand if you care). Create links the temporary
-// file to the key, which fails when the key exists, so of concurrent Creates
-// exactly one wins; on file systems without hard links, Create returns
-// ErrNotSupported. List walks folders in key order, holding one folder's
-// names in memory at a time, so it scales to millions of keys as long as the
-// caller's keys fan out into folders.
+// The backend is documented in the package documentation, section "File backend".
 
 func init() { Register("file", openFS) }
 

@@ -15,16 +15,7 @@ import (
 	"time"
 )
 
-// The mem backend keeps objects in process memory, for tests of the layers
-// above objstore.
-//
-// URL: mem://NAME. Every Open of the same NAME in one process returns a handle
-// on the same objects, so a test can open a repository twice (a writer and a
-// reader, or again after Close) and see one store; the objects live until the
-// process exits, so tests should pick unique names (t.Name() is a good one).
-// Close ends only the handle, not the data. mem:// without a name opens a new
-// private store each time. Create is atomic: of concurrent Creates exactly one
-// wins. Objects are copied on Put, so callers may reuse their buffers.
+// The backend is documented in the package documentation, section "Memory backend".
 
 func init() { Register("mem", openMem) }
 

@@ -10,6 +10,42 @@
 // as they are and hides no fan-out of its own. Every backend enforces the rules
 // of ValidateKey (no empty, "." or ".." segments, no leading or trailing
 // slash, no control characters), so a repository can move between backends.
+//
+// # File backend
+//
+// The file backend (file://) stores each object as a file under a root directory.
+//
+// URL: file:///absolute/path (file://localhost/path is accepted too). The root
+// is created (mode 0700) when missing. A key maps to the path root/KEY, so the
+// key data/ab/cd is the file data/ab/cd; folders are created as needed (mode
+// 0700, files 0600) and removed again by Delete when it leaves them empty.
+// Because a name cannot be both a file and a folder, it cannot hold
+// both "a" and "a/b"; such a Put fails with an error naming the conflict. Key
+// segments are limited to 255 bytes and may not start with ".cairn-tmp-",
+// which names temporary files.
+//
+// Put writes a temporary file in the object's folder, fsyncs it, renames it
+// over the key and fsyncs the folder, so readers see the old object or the new
+// one, and a crash leaves at most a temporary file (ignored by List; delete
+// leftovers older than a day by hand if you care). Create links the temporary
+// file to the key, which fails when the key exists, so of concurrent Creates
+// exactly one wins; on file systems without hard links, Create returns
+// ErrNotSupported. List walks folders in key order, holding one folder's
+// names in memory at a time, so it scales to millions of keys as long as the
+// caller's keys fan out into folders.
+//
+// # Memory backend
+//
+// The memory backend (mem://) keeps objects in process memory, for tests of the layers
+// above objstore.
+//
+// URL: mem://NAME. Every Open of the same NAME in one process returns a handle
+// on the same objects, so a test can open a repository twice (a writer and a
+// reader, or again after Close) and see one store; the objects live until the
+// process exits, so tests should pick unique names (t.Name() is a good one).
+// Close ends only the handle, not the data. mem:// without a name opens a new
+// private store each time. Create is atomic: of concurrent Creates exactly one
+// wins. Objects are copied on Put, so callers may reuse their buffers.
 package objstore
 
 import (
