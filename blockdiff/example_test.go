@@ -100,3 +100,19 @@ func ExampleOpen() {
 type buffer struct{ b []byte }
 
 func (w *buffer) WriteAt(p []byte, off int64) (int, error) { return copy(w.b[off:], p), nil }
+
+// ExampleParseRBDDiff reads the hints that `rbd diff --from-snap A pool/image@B
+// --format=json` prints.
+func ExampleParseRBDDiff() {
+	hints, err := blockdiff.ParseRBDDiff(strings.NewReader(
+		`[{"offset":0,"length":4194304,"exists":"true"},{"offset":8388608,"length":4194304,"exists":"false"}]`))
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, h := range hints {
+		fmt.Println(h.Offset, h.Length, h.Exists)
+	}
+	// Output:
+	// 0 4194304 true
+	// 8388608 4194304 false
+}

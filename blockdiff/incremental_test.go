@@ -104,8 +104,14 @@ func TestWrongHintsCaught(t *testing.T) {
 	if err := r.Restore(context.Background(), vs[1].ID, nil, RestoreOptions{}); !errors.Is(err, ErrNotValid) {
 		t.Fatalf("restore of the failed version: %v, want ErrNotValid", err)
 	}
-	// The default sample (10 of 49) may or may not hit block 30; the
-	// sampling rule itself is checked in TestSampleSize.
+	// With the default sample (10 of the 49 blocks outside the hints), a
+	// volume whose every unhinted block changed is caught every time.
+	img3 := randBytes(33, len(img))
+	_, err = r.Backup(context.Background(), NewSource(bytes.NewReader(img3), int64(len(img3))),
+		BackupOptions{Volume: "vol", Base: v1.ID, Hints: hintsFor(7)})
+	if !errors.Is(err, ErrHintMismatch) {
+		t.Fatalf("default sample missed wrong hints: %v", err)
+	}
 }
 
 func TestSampleSize(t *testing.T) {

@@ -79,6 +79,9 @@ func (r *Repository) restoreBlock(ctx context.Context, v *Version, i int, off in
 		return writeZeros(w, off, ref.Length)
 	}
 	key := dataKey(ref.ID)
+	if cap(b[0]) < sealSize(int(ref.Length)) { // size the worker's buffers once
+		b[0], b[1] = make([]byte, 0, sealSize(int(ref.Length))), make([]byte, 0, ref.Length)
+	}
 	body, err := r.readInto(ctx, key, b[0], MaxBlockSize+1024)
 	if err != nil {
 		return fmt.Errorf("block at offset %d: %w", off, err)
