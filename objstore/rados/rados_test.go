@@ -1,0 +1,102 @@
+//go:build ceph
+
+package rados_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"testing"
+
+	"github.com/cairn-backup/cairn/internal/testenv"
+	"github.com/cairn-backup/cairn/objstore"
+	"github.com/cairn-backup/cairn/objstore/rados"
+	"github.com/cairn-backup/cairn/objstore/storetest"
+)
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// openStore opens a store under a fresh prefix (and, when ns is set, its own
+// namespace) of the test cluster's pool and empties it at the end.
+func openStore(t *testing.T, query string) objstore.Store {
+	t.Helper()
+	env := testenv.Ceph(t)
+	url := "rados://" + env.Pool + "/t-" + randHex(6) + "?namespace=cairn-test-" + randHex(4) + query
+	s, err := objstore.Open(t.Context(), url)
+	if err != nil {
+		t.Fatalf("Open %s: %v", url, err)
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		for info, err := range s.List(ctx, "") {
+			if err != nil {
+				t.Errorf("cleanup list: %v", err)
+				break
+			}
+			if err := s.Delete(ctx, info.Key); err != nil {
+				t.Errorf("cleanup delete %s: %v", info.Key, err)
+			}
+		}
+		s.Close()
+	})
+	return s
+}
+
+// TestConformance runs the objstore suite with the default part size (the
+// suite's 12 MiB objects are single write-full operations).
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) objstore.Store { return openStore(t, "") })
+}
+
+// TestConformanceParts runs the suite with 1 MiB parts, so that its large
+// objects are striped into parts under a manifest head.
+func TestConformanceParts(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) objstore.Store { return openStore(t, "&part_size=1048576") })
+}
+
+// TestPartsReplacedAndDeleted checks that overwriting and deleting a large
+// object removes its parts (the parts namespace ends up empty).
+func TestPartsReplacedAndDeleted(t *testing.T) {
+	s := openStore(t, "&part_size=65536")
+	ctx := t.Context()
+	big := bytes.Repeat([]byte("0123456789abcdef"), 20000) // 320000 bytes: 5 parts
+	for i := range 3 {
+		big[0] = byte(i)
+		if err := s.Put(ctx, "k", bytes.NewReader(big), -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rc, err := s.Get(ctx, "k", 65530, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, big[65530:65550]) {
+		t.Fatalf("range across parts: %q, %v", got, err)
+	}
+	if n := rados.CountParts(t, s); n != 5 {
+		t.Errorf("after 3 overwrites: %d part objects, want 5", n)
+	}
+	if err := s.Put(ctx, "k", bytes.NewReader([]byte("small")), 5); err != nil {
+		t.Fatal(err)
+	}
+	if n := rados.CountParts(t, s); n != 0 {
+		t.Errorf("after a small overwrite: %d part objects, want 0", n)
+	}
+	if err := s.Put(ctx, "k", bytes.NewReader(big), int64(len(big))); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if n := rados.CountParts(t, s); n != 0 {
+		t.Errorf("after Delete: %d part objects, want 0", n)
+	}
+}
