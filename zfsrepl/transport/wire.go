@@ -39,7 +39,7 @@ type chunkWriter struct {
 	enc     *zstd.Encoder
 	buf     []byte
 	zbuf    []byte
-	hdr     [5]byte
+	out     []byte
 	skip    int // chunks to send raw before probing again
 	Raw     int64
 	Zstd    int64
@@ -52,7 +52,7 @@ func newChunkWriter(w io.Writer) (*chunkWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &chunkWriter{w: w, enc: enc, buf: make([]byte, 0, ChunkSize)}, nil
+	return &chunkWriter{w: w, enc: enc, buf: make([]byte, 0, ChunkSize), out: make([]byte, 0, ChunkSize+5)}, nil
 }
 
 // ReadFrom reads the whole stream and writes it as chunks.
@@ -87,12 +87,11 @@ func (c *chunkWriter) writeChunk(p []byte) error {
 			c.skip = probeEvery - 1
 		}
 	}
-	c.hdr[0] = kind
-	binary.BigEndian.PutUint32(c.hdr[1:], uint32(len(payload)))
-	if _, err := c.w.Write(c.hdr[:]); err != nil {
-		return err
-	}
-	if _, err := c.w.Write(payload); err != nil {
+	// One write per chunk (header and payload), so that the HTTP/2 client
+	// sends full DATA frames.
+	c.out = append(append(c.out[:0], kind, 0, 0, 0, 0), payload...)
+	binary.BigEndian.PutUint32(c.out[1:5], uint32(len(payload)))
+	if _, err := c.w.Write(c.out); err != nil {
 		return err
 	}
 	if kind == chunkZstd {
@@ -100,7 +99,7 @@ func (c *chunkWriter) writeChunk(p []byte) error {
 	} else {
 		c.Raw++
 	}
-	c.encoded += int64(len(payload) + len(c.hdr))
+	c.encoded += int64(len(c.out))
 	return nil
 }
 
