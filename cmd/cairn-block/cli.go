@@ -86,6 +86,7 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(a.initCmd(), a.backupCmd(), a.restoreCmd(), a.lsCmd(), a.rmCmd(),
 		a.protectCmd(true), a.protectCmd(false), a.labelCmd())
+	a.addCephCommands(root) // rbd:// for backup and restore, backup-all (rbdcmd.go)
 	return root
 }
 

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// cephFlags are the connection flags of the commands that talk to Ceph; the
+// standard environment (CEPH_CONF, CEPH_ARGS) applies when they are unset.
+type cephFlags struct {
+	conf, id, keyring string
+	timeout           time.Duration
+}
+
+func (c *cephFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&c.conf, "ceph-conf", "", "ceph.conf for rbd:// (default $CEPH_CONF, else /etc/ceph/ceph.conf)")
+	f.StringVar(&c.id, "ceph-id", "", "Ceph client ID for rbd://, without \"client.\" (default from $CEPH_ARGS, else admin)")
+	f.StringVar(&c.keyring, "ceph-keyring", "", "keyring file for rbd:// (default: the one ceph.conf names)")
+	f.DurationVar(&c.timeout, "ceph-timeout", 60*time.Second, "timeout to connect to the Ceph cluster and of each operation")
+}
+
+// addCephCommands teaches backup and restore rbd:// URLs and adds
+// backup-all. In a build without the ceph tag they explain how to rebuild.
+func (a *app) addCephCommands(root *cobra.Command) {
+	for _, c := range root.Commands() {
+		orig := c.RunE
+		switch c.Name() {
+		case "backup":
+			cf := &cephFlags{}
+			cf.register(c)
+			c.Short += "; or an RBD image (rbd://POOL/IMAGE[@SNAPSHOT])"
+			c.Long = "SOURCE is a file, a block device, or an RBD image. For rbd://POOL/IMAGE the backup creates\n" +
+				"the snapshot b-<UTC timestamp>, backs up the changes since the newest valid version of VOLUME\n" +
+				"whose snapshot still exists (a full read when there is none) and then removes the image's\n" +
+				"older b- snapshots. rbd://POOL/IMAGE@SNAPSHOT backs up that snapshot and removes none."
+			c.RunE = func(cmd *cobra.Command, as []string) error {
+				if len(as) == 2 && strings.HasPrefix(as[0], "rbd://") {
+					return a.backupRBD(cmd, cf, as[0], as[1])
+				}
+				return orig(cmd, as)
+			}
+		case "restore":
+			cf := &cephFlags{}
+			cf.register(c)
+			c.Short += "; or to an RBD image (rbd://POOL/IMAGE, created when absent)"
+			c.RunE = func(cmd *cobra.Command, as []string) error {
+				if len(as) == 2 && strings.HasPrefix(as[1], "rbd://") {
+					return a.restoreRBD(cmd, cf, as[0], as[1])
+				}
+				return orig(cmd, as)
+			}
+		}
+	}
+	root.AddCommand(a.backupAllCmd())
+}
+
+// backupAllOptions are the flags of backup-all.
+type backupAllOptions struct {
+	ceph         cephFlags
+	pool, ns     string
+	imageRegex   *regexp.Regexp
+	volumePrefix string
+	labels       map[string]string
+	blockSize    int
+	parallel     int
+	asJSON       bool
+}
+
+func (a *app) backupAllCmd() *cobra.Command {
+	var o backupAllOptions
+	var re, blockSize string
+	var labels []string
+	cmd := &cobra.Command{
+		Use:   "backup-all --pool POOL [--image-regex R] [--volume-prefix P] [--json]",
+		Short: "Back up every RBD image of a pool (Benji's backup-all); exit 1 when any failed",
+		Long: "backup-all backs up each image of POOL whose name matches --image-regex (unanchored: use\n" +
+			"^...$) as `backup rbd://POOL/IMAGE PREFIX+IMAGE` does: snapshot, diff from the last valid\n" +
+			"version, rotation of the b- snapshots. One image's failure does not stop the others; the\n" +
+			"exit code is 0 only when every image succeeded. --json prints a summary.",
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.pool == "" {
+				return usagef("backup-all needs --pool")
+			}
+			var err error
+			if o.imageRegex, err = regexp.Compile(re); err != nil {
+				return usagef("--image-regex: %v", err)
+			}
+			if o.labels, err = parseLabels(labels); err != nil {
+				return err
+			}
+			bs, err := parseSize(blockSize)
+			if err != nil {
+				return err
+			}
+			o.blockSize = int(bs)
+			if o.parallel < 1 {
+				return usagef("--parallel %d: want at least 1", o.parallel)
+			}
+			return a.backupAll(cmd, &o)
+		},
+	}
+	f := cmd.Flags()
+	o.ceph.register(cmd)
+	f.StringVar(&o.pool, "pool", "", "the RBD pool")
+	f.StringVar(&o.ns, "namespace", "", "the RBD namespace in the pool (default: none)")
+	f.StringVar(&re, "image-regex", "", "back up only images whose name matches (default: all)")
+	f.StringVar(&o.volumePrefix, "volume-prefix", "", "volume name = PREFIX + image name")
+	f.StringArrayVar(&labels, "label", nil, "label k=v on every version (repeatable)")
+	f.StringVar(&blockSize, "block-size", "0", "block size of the versions (default: the repository's)")
+	f.IntVar(&o.parallel, "parallel", 1, "images backed up at once")
+	f.BoolVar(&o.asJSON, "json", false, "print a JSON summary")
+	return cmd
+}
