@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
@@ -423,5 +424,66 @@ func TestErrors(t *testing.T) {
 	_, err = Connect(ConnConfig{Conf: "/nonexistent/ceph.conf"})
 	if err == nil || !strings.Contains(err.Error(), "/nonexistent/ceph.conf") {
 		t.Errorf("Connect with a missing conf: %v", err)
+	}
+}
+
+// TestHintVerification: a base version whose content is not what its
+// snapshot label claims makes the snapshot diff wrong; hint verification
+// finds the difference and the backup falls back to a full read, and the
+// result restores to the snapshot's content.
+func TestHintVerification(t *testing.T) {
+	ctx := t.Context()
+	c := newCluster(t)
+	repo := newRepo(t, openRepoStore(t, "mem", c))
+	name, img := c.image(t, 16*mib)
+	write(t, img, 0, pattern(1, bs))
+	if _, err := img.CreateSnapshot("s1"); err != nil {
+		t.Fatal(err)
+	}
+	write(t, img, bs, pattern(2, bs)) // s1 -> s2: block 1
+	if _, err := img.CreateSnapshot("s2"); err != nil {
+		t.Fatal(err)
+	}
+	write(t, img, 2*bs, pattern(3, bs)) // s2 -> s3: block 2
+	if _, err := img.CreateSnapshot("s3"); err != nil {
+		t.Fatal(err)
+	}
+	u := URL{Pool: c.env.Pool, Image: name}
+	opts := BackupOptions{Volume: "v", VerifyPercent: 100}
+	u.Snapshot = "s1"
+	v1, err := c.conn.Backup(ctx, repo, u, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Forge: the version of s1 claims to be of s2.
+	var id2 string
+	snaps, _ := img.GetSnapshotNames()
+	for _, s := range snaps {
+		if s.Name == "s2" {
+			id2 = fmt.Sprint(s.Id)
+		}
+	}
+	if _, err := repo.SetLabels(ctx, v1.Version.ID, map[string]string{LabelSnapshot: "s2", LabelSnapshotID: id2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	u.Snapshot = "s3"
+	res, err := c.conn.Backup(ctx, repo, u, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Base != "" || !strings.HasPrefix(res.FullReason, "hint verification failed") {
+		t.Errorf("base %q, reason %q: want a full read after the verification failure", res.Base, res.FullReason)
+	}
+	dest := URL{Pool: c.env.Pool, Image: name + "-restored"}
+	t.Cleanup(func() { c.removeImage(t, dest.Image) })
+	if err := c.conn.Restore(ctx, repo, res.Version.ID, dest, RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(c.export(t, dest.Spec()), c.export(t, u.Spec()+"@s3")) {
+		t.Error("restore differs from the snapshot")
+	}
+	// Explicit snapshots are not rotated.
+	if got := c.snapshots(t, img); !slices.Equal(got, []string{"s1", "s2", "s3"}) {
+		t.Errorf("snapshots %v", got)
 	}
 }
