@@ -8,6 +8,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cairn-backup/cairn/internal/testenv"
@@ -98,5 +101,22 @@ func TestPartsReplacedAndDeleted(t *testing.T) {
 	}
 	if n := rados.CountParts(t, s); n != 0 {
 		t.Errorf("after Delete: %d part objects, want 0", n)
+	}
+}
+
+// TestOpenErrors: a missing pool and an unreachable cluster are named as such.
+func TestOpenErrors(t *testing.T) {
+	env := testenv.Ceph(t)
+	_, err := objstore.Open(t.Context(), "rados://no-such-pool-"+randHex(3)+"/x?conf="+env.Conf)
+	if err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("missing pool: %v", err)
+	}
+	conf := filepath.Join(t.TempDir(), "ceph.conf")
+	if err := os.WriteFile(conf, []byte("[global]\nmon_host = 127.0.0.1:9\nkeyring = /dev/null\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = objstore.Open(t.Context(), "rados://"+env.Pool+"/x?timeout=2s&conf="+conf)
+	if err == nil || !strings.Contains(err.Error(), "connecting to the cluster") || !strings.Contains(err.Error(), "127.0.0.1:9") {
+		t.Errorf("unreachable cluster: %v", err)
 	}
 }
