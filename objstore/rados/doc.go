@@ -10,8 +10,10 @@
 // The URL names the pool and an optional key prefix. Query parameters, all
 // optional:
 //
-//   - namespace: the RADOS namespace of the store's objects (default
-//     "cairn"); large objects' parts live in the namespace NAMESPACE.parts.
+//   - namespace: the base of the RADOS namespaces of the store's objects
+//     (default "cairn"): a key lives in NAMESPACE/FIRST-SEGMENT (the key up to
+//     its first slash, so data/ab/cd is in cairn/data), and large objects'
+//     parts in NAMESPACE.parts.
 //   - part_size: the largest object written in one operation, and the size
 //     of the parts of larger objects (default 32 MiB, 64 KiB..64 MiB). It is
 //     lowered to what the OSDs accept (osd_max_object_size and
@@ -27,7 +29,8 @@
 //
 // # Object format
 //
-// A key maps to the object PREFIX/KEY in the store's namespace. Every object
+// A key maps to the object PREFIX/KEY in the namespace NAMESPACE/FIRST-SEGMENT.
+// Every object
 // starts with a 24-byte header: "CRD1", a kind byte, three zero bytes, the
 // logical size and the write time (Unix nanoseconds, the writer's clock), both
 // big-endian uint64. Objects up to part_size hold their bytes after the
@@ -64,14 +67,19 @@
 // # Listing cost
 //
 // RADOS lists a namespace unsorted and cannot filter by name prefix. List
-// therefore walks every object in the store's namespace (the OSDs scan the
-// pool's placement groups and return the namespace's names), keeps the names
-// under the prefix in memory, sorts them, and then reads each one's header
-// (16 at a time) for its size and time: O(objects in the namespace) names
-// transferred plus one small read per listed object. Give each repository
-// its own namespace when a pool holds many, so that listing one does not walk
-// the others. Objects in the namespace that this backend did not write are
-// skipped by List and reported as errors by Get and Stat.
+// therefore walks a whole namespace (the OSDs scan the pool's placement
+// groups and return only that namespace's names), keeps the names under the
+// prefix in memory, sorts them, and then reads each one's header (16 at a
+// time) for its size and time: O(objects in the namespace) names transferred
+// plus one small read per listed object. Because the first key segment picks
+// the namespace, a prefix with a slash walks only its segment's objects:
+// listing a repository's versions/ or index/ does not transfer the names of
+// its data/ objects. A prefix without a slash (List("") included) may span
+// segments and walks every namespace of the pool, RBD images' objects
+// included when the pool is shared. Several stores may share a namespace
+// base with different prefixes, but each List walks the others' objects of
+// its namespaces too. Objects in the namespaces that this backend did not
+// write are skipped by List and reported as errors by Get and Stat.
 //
 // Close must not be called while operations are in flight.
 package rados

@@ -102,8 +102,10 @@ func decodeHeader(b []byte) (header, error) {
 
 type store struct {
 	conn     *librados.Conn
-	ioctx    *librados.IOContext // the store's namespace
 	parts    *librados.IOContext // the parts namespace
+	all      *librados.IOContext // every namespace, for List
+	iosMu    sync.Mutex
+	ios      map[string]*librados.IOContext // by namespace: NS/first key segment
 	pool, ns string
 	prefix   string // "" or ends with "/"
 	partSize int64
@@ -196,17 +198,18 @@ func open(ctx context.Context, u *url.URL) (objstore.Store, error) {
 	if v := q.Get("part_size"); v != "" {
 		s.partSize, _ = strconv.ParseInt(v, 10, 64)
 	}
-	if s.ioctx, err = OpenPool(conn, pool); err != nil {
-		conn.Shutdown()
-		return nil, fmt.Errorf("objstore rados: %w", err)
-	}
-	s.ioctx.SetNamespace(s.ns)
 	if s.parts, err = OpenPool(conn, pool); err != nil {
-		s.ioctx.Destroy()
 		conn.Shutdown()
 		return nil, fmt.Errorf("objstore rados: %w", err)
 	}
 	s.parts.SetNamespace(s.ns + ".parts")
+	if s.all, err = OpenPool(conn, pool); err != nil {
+		s.parts.Destroy()
+		conn.Shutdown()
+		return nil, fmt.Errorf("objstore rados: %w", err)
+	}
+	s.all.SetNamespace(librados.AllNamespaces)
+	s.ios = map[string]*librados.IOContext{}
 	if limit := osdLimit(conn); s.partSize > limit {
 		s.partSize = limit
 	}
@@ -268,6 +271,32 @@ func (s *store) check(ctx context.Context, op, key string) error {
 
 func (s *store) oid(key string) string { return s.prefix + key }
 
+// firstSegment returns key up to its first slash.
+func firstSegment(key string) string {
+	if i := strings.IndexByte(key, '/'); i >= 0 {
+		return key[:i]
+	}
+	return key
+}
+
+// io returns the I/O context of the namespace that holds key (or, for a
+// prefix with a slash, every key under it): NS/FIRST-SEGMENT.
+func (s *store) ioc(key string) (*librados.IOContext, error) {
+	ns := s.ns + "/" + firstSegment(key)
+	s.iosMu.Lock()
+	defer s.iosMu.Unlock()
+	if ioc, ok := s.ios[ns]; ok {
+		return ioc, nil
+	}
+	ioc, err := OpenPool(s.conn, s.pool)
+	if err != nil {
+		return nil, err
+	}
+	ioc.SetNamespace(ns)
+	s.ios[ns] = ioc
+	return ioc, nil
+}
+
 func partName(oid string, token [16]byte, i int64) string {
 	return oid + "\x1f" + hex.EncodeToString(token[:]) + "." + strconv.FormatInt(i, 10)
 }
@@ -284,9 +313,9 @@ func radosErr(err error) error {
 }
 
 // readHead reads an object's header (and manifest).
-func (s *store) readHead(oid string) (header, error) {
+func (s *store) readHead(ioc *librados.IOContext, oid string) (header, error) {
 	buf := make([]byte, headLen)
-	n, err := s.ioctx.Read(oid, buf, 0)
+	n, err := ioc.Read(oid, buf, 0)
 	if err != nil {
 		return header{}, radosErr(err)
 	}
@@ -304,6 +333,10 @@ func (s *store) Create(ctx context.Context, key string, r io.Reader, size int64)
 func (s *store) put(ctx context.Context, op, key string, r io.Reader, size int64, excl bool) error {
 	if err := s.check(ctx, op, key); err != nil {
 		return err
+	}
+	ioc, err := s.ioc(key)
+	if err != nil {
+		return s.err(op, key, err)
 	}
 	oid := s.oid(key)
 	// The first part's worth decides: small objects are one write-full.
@@ -331,18 +364,18 @@ func (s *store) put(ctx context.Context, op, key string, r io.Reader, size int64
 		}
 		h := header{kind: kindBytes, size: int64(n), mtime: time.Now().UnixNano()}
 		copy(buf, h.encode(nil))
-		return s.writeHead(ctx, op, key, oid, buf, excl)
+		return s.writeHead(ctx, ioc, op, key, oid, buf, excl)
 	}
-	return s.putParts(ctx, op, key, oid, buf[hdrLen:], r, size, excl)
+	return s.putParts(ctx, ioc, op, key, oid, buf[hdrLen:], r, size, excl)
 }
 
 // writeHead writes the head object in one operation (exclusively for
 // Create) and then removes the parts of the object it replaced.
-func (s *store) writeHead(ctx context.Context, op, key, oid string, body []byte, excl bool) error {
+func (s *store) writeHead(ctx context.Context, ioc *librados.IOContext, op, key, oid string, body []byte, excl bool) error {
 	var old header
 	if !excl { // the parts of the object being replaced, to delete afterwards
 		var err error
-		old, err = s.readHead(oid)
+		old, err = s.readHead(ioc, oid)
 		if err != nil && !errors.Is(err, objstore.ErrNotExist) && !errors.Is(err, errForeign) {
 			return s.err(op, key, err)
 		}
@@ -356,7 +389,7 @@ func (s *store) writeHead(ctx context.Context, op, key, oid string, body []byte,
 		w.Create(librados.CreateExclusive)
 	}
 	w.WriteFull(body)
-	if err := w.Operate(s.ioctx, oid, librados.OperationNoFlag); err != nil {
+	if err := w.Operate(ioc, oid, librados.OperationNoFlag); err != nil {
 		return s.err(op, key, radosErr(err))
 	}
 	if old.kind == kindParts {
@@ -368,7 +401,7 @@ func (s *store) writeHead(ctx context.Context, op, key, oid string, body []byte,
 // putParts stores a large object: its bytes in part objects of the parts
 // namespace, written chunk by chunk, then the head that names them in one
 // write. Readers see the old object until the head is written.
-func (s *store) putParts(ctx context.Context, op, key, oid string, first []byte, r io.Reader, size int64, excl bool) error {
+func (s *store) putParts(ctx context.Context, ioc *librados.IOContext, op, key, oid string, first []byte, r io.Reader, size int64, excl bool) error {
 	h := header{kind: kindParts, partSize: s.partSize}
 	if _, err := rand.Read(h.token[:]); err != nil {
 		return s.err(op, key, err)
@@ -401,7 +434,7 @@ func (s *store) putParts(ctx context.Context, op, key, oid string, first []byte,
 					return fail(fmt.Errorf("reader ended after %d of the announced %d bytes: %w", total, size, io.ErrUnexpectedEOF))
 				}
 				h.size, h.mtime = total, time.Now().UnixNano()
-				if err := s.writeHead(ctx, op, key, oid, h.encode(nil), excl); err != nil {
+				if err := s.writeHead(ctx, ioc, op, key, oid, h.encode(nil), excl); err != nil {
 					s.deleteParts(oid, h)
 					return err
 				}
@@ -430,12 +463,16 @@ func (s *store) Get(ctx context.Context, key string, offset, length int64) (io.R
 	if offset < 0 {
 		return nil, s.err("get", key, fmt.Errorf("negative offset %d", offset))
 	}
+	ioc, err := s.ioc(key)
+	if err != nil {
+		return nil, s.err("get", key, err)
+	}
 	oid := s.oid(key)
 	for attempt := 0; ; attempt++ {
 		var h header
 		if attempt < 3 {
 			var err error
-			if h, err = s.readHead(oid); err != nil {
+			if h, err = s.readHead(ioc, oid); err != nil {
 				return nil, s.err("get", key, err)
 			}
 		} else {
@@ -461,7 +498,7 @@ func (s *store) Get(ctx context.Context, key string, offset, length int64) (io.R
 		body := make([]byte, n)
 		s1 := rd.Read(0, hb)
 		s2 := rd.Read(uint64(hdrLen+offset), body)
-		err := rd.Operate(s.ioctx, oid, librados.OperationNoFlag)
+		err := rd.Operate(ioc, oid, librados.OperationNoFlag)
 		r1, r2 := s1.BytesRead, s2.BytesRead
 		rd.Release()
 		if err != nil {
@@ -561,7 +598,11 @@ func (s *store) Stat(ctx context.Context, key string) (objstore.ObjectInfo, erro
 	if err := s.check(ctx, "stat", key); err != nil {
 		return objstore.ObjectInfo{}, err
 	}
-	h, err := s.readHead(s.oid(key))
+	ioc, err := s.ioc(key)
+	if err != nil {
+		return objstore.ObjectInfo{}, s.err("stat", key, err)
+	}
+	h, err := s.readHead(ioc, s.oid(key))
 	if err != nil {
 		return objstore.ObjectInfo{}, s.err("stat", key, err)
 	}
@@ -572,15 +613,19 @@ func (s *store) Delete(ctx context.Context, key string) error {
 	if err := s.check(ctx, "delete", key); err != nil {
 		return err
 	}
+	ioc, err := s.ioc(key)
+	if err != nil {
+		return s.err("delete", key, err)
+	}
 	oid := s.oid(key)
-	h, err := s.readHead(oid)
+	h, err := s.readHead(ioc, oid)
 	if errors.Is(err, objstore.ErrNotExist) {
 		return nil
 	}
 	if err != nil && !errors.Is(err, errForeign) {
 		return s.err("delete", key, err)
 	}
-	if err := s.ioctx.Delete(oid); err != nil && !errors.Is(err, librados.ErrNotFound) {
+	if err := ioc.Delete(oid); err != nil && !errors.Is(err, librados.ErrNotFound) {
 		return s.err("delete", key, err)
 	}
 	if h.kind == kindParts {
@@ -600,7 +645,7 @@ func (s *store) List(ctx context.Context, prefix string) iter.Seq2[objstore.Obje
 			fail(err)
 			return
 		}
-		keys, err := s.names(ctx, s.prefix+prefix)
+		keys, err := s.names(ctx, prefix)
 		if err != nil {
 			fail(err)
 			return
@@ -622,7 +667,11 @@ func (s *store) List(ctx context.Context, prefix string) iter.Seq2[objstore.Obje
 				sem <- struct{}{}
 				wg.Go(func() {
 					defer func() { <-sem }()
-					h, err := s.readHead(s.oid(k))
+					ioc, err := s.ioc(k)
+					var h header
+					if err == nil {
+						h, err = s.readHead(ioc, s.oid(k))
+					}
 					if err == nil {
 						infos[i] = objstore.ObjectInfo{Key: k, Size: h.size, ModTime: time.Unix(0, h.mtime)}
 					}
@@ -646,25 +695,36 @@ func (s *store) List(ctx context.Context, prefix string) iter.Seq2[objstore.Obje
 	}
 }
 
-// names lists the keys (without the store prefix) of every object in the
-// namespace whose name starts with full.
-func (s *store) names(ctx context.Context, full string) ([]string, error) {
-	it, err := s.ioctx.Iter()
+// names lists the keys (without the store prefix) of every object whose key
+// starts with prefix. A prefix with a slash names one namespace, which alone
+// is walked; a prefix without one may match keys of several first segments,
+// so every namespace of the pool is walked.
+func (s *store) names(ctx context.Context, prefix string) ([]string, error) {
+	it, err := s.all.Iter()
+	if strings.Contains(prefix, "/") {
+		var ioc *librados.IOContext
+		if ioc, err = s.ioc(prefix); err == nil {
+			it, err = ioc.Iter()
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer it.Close()
+	full, nsPrefix := s.prefix+prefix, s.ns+"/"
 	var keys []string
 	for n := 0; it.Next(); n++ {
 		if n%1024 == 0 && ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		name := it.Value()
-		if strings.HasPrefix(name, full) {
-			k := name[len(s.prefix):]
-			if objstore.ValidateKey(k) == nil {
-				keys = append(keys, k)
-			}
+		if !strings.HasPrefix(name, full) {
+			continue
+		}
+		k := name[len(s.prefix):]
+		ns, ok := strings.CutPrefix(it.Namespace(), nsPrefix)
+		if ok && ns == firstSegment(k) && objstore.ValidateKey(k) == nil {
+			keys = append(keys, k)
 		}
 	}
 	if err := it.Err(); err != nil {
@@ -676,7 +736,10 @@ func (s *store) names(ctx context.Context, full string) ([]string, error) {
 func (s *store) Close() error {
 	s.once.Do(func() {
 		s.closed.Store(true)
-		s.ioctx.Destroy()
+		for _, ioc := range s.ios {
+			ioc.Destroy()
+		}
+		s.all.Destroy()
 		s.parts.Destroy()
 		s.conn.Shutdown()
 	})

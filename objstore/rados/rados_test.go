@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -118,5 +119,42 @@ func TestOpenErrors(t *testing.T) {
 	_, err = objstore.Open(t.Context(), "rados://"+env.Pool+"/x?timeout=2s&conf="+conf)
 	if err == nil || !strings.Contains(err.Error(), "connecting to the cluster") || !strings.Contains(err.Error(), "127.0.0.1:9") {
 		t.Errorf("unreachable cluster: %v", err)
+	}
+}
+
+// TestListAcrossSegments: keys live in one namespace per first segment; a
+// prefix without a slash still finds keys of every segment it matches.
+func TestListAcrossSegments(t *testing.T) {
+	s := openStore(t, "")
+	ctx := t.Context()
+	for _, k := range []string{"a/1", "ab/2", "a", "b", "versions/x", "data/00/y"} {
+		if err := s.Put(ctx, k, strings.NewReader(k), int64(len(k))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		prefix string
+		want   []string
+	}{
+		{"", []string{"a", "a/1", "ab/2", "b", "data/00/y", "versions/x"}},
+		{"a", []string{"a", "a/1", "ab/2"}},
+		{"a/", []string{"a/1"}},
+		{"versions/", []string{"versions/x"}},
+		{"data/0", []string{"data/00/y"}},
+		{"data/1", nil},
+	} {
+		var got []string
+		for info, err := range s.List(ctx, c.prefix) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Size != int64(len(info.Key)) {
+				t.Errorf("%s: size %d", info.Key, info.Size)
+			}
+			got = append(got, info.Key)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("List(%q) = %v, want %v", c.prefix, got, c.want)
+		}
 	}
 }
