@@ -88,6 +88,9 @@ type InitConfig struct {
 	BlockSize int        // 0 means DefaultBlockSize
 	Encrypt   bool       // requires Options.Passphrase
 	KDF       *KDFParams // nil means DefaultKDF
+	// Chunker sets the content-defined chunking of stream versions; nil
+	// means DefaultChunker.
+	Chunker *ChunkerParams
 }
 
 // Options tune how a process uses a repository; they are not stored.
@@ -168,7 +171,13 @@ func newConfig(ic InitConfig, pass []byte) (Config, []byte, error) {
 	cfg := Config{
 		Format: FormatName, Version: FormatVersion, ID: hex.EncodeToString(id),
 		Created: time.Now().UTC(), Hash: "blake3-256", Compression: "zstd", BlockSize: bs,
-		Chunker: ChunkerParams{Algorithm: "fastcdc", Min: 512 << 10, Avg: 1 << 20, Max: 8 << 20},
+		Chunker: DefaultChunker,
+	}
+	if ic.Chunker != nil {
+		if err := CheckChunkerParams(*ic.Chunker); err != nil {
+			return Config{}, nil, err
+		}
+		cfg.Chunker = *ic.Chunker
 	}
 	if !ic.Encrypt {
 		return cfg, nil, nil

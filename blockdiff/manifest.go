@@ -17,7 +17,7 @@ type Kind string
 // Version kinds.
 const (
 	KindBlock  Kind = "block"  // a volume image cut into fixed-size blocks
-	KindStream Kind = "stream" // a stream cut by content-defined chunking (reserved)
+	KindStream Kind = "stream" // a stream cut by content-defined chunking (BackupStream)
 )
 
 // Status is the state of a version.
