@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/cairn-backup/cairn/zfsrepl"
 	"github.com/cairn-backup/cairn/zfsrepl/zfs"
@@ -58,6 +59,10 @@ func http2Config() *http.HTTP2Config {
 		MaxReceiveBufferPerConnection: connWindow,
 		MaxReceiveBufferPerStream:     streamWindow,
 		MaxReadFrameSize:              maxFrame,
+		// A peer that vanished without closing (a cut network) is noticed
+		// by pings: the sink's receive then ends and keeps its resume token.
+		SendPingTimeout: 30 * time.Second,
+		PingTimeout:     30 * time.Second,
 	}
 }
 
