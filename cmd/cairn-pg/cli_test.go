@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/cairn-backup/cairn/internal/testenv"
+)
+
+// runCLI runs a command line with env as the environment.
+func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, stdio{in: strings.NewReader(""), out: &out, err: &errb,
+		getenv: func(k string) string { return env[k] }})
+	return code, out.String(), errb.String()
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, a := range [][]string{
+		{"dump"}, // no repository
+		{"dump", "--repo", "mem://x", "--mode", "x"}, // bad mode
+		{"restore", "--repo", "mem://x"},             // no version
+		{"ls", "--bogus"},
+		{"frobnicate"},
+	} {
+		if code, _, errOut := runCLI(t, nil, a...); code != exitUsage {
+			t.Errorf("%v: exit %d, want 2 (%s)", a, code, errOut)
+		}
+	}
+}
+
+func TestDumpLsRestore(t *testing.T) {
+	pg := testenv.Postgres(t)
+	env := map[string]string{"CAIRN_REPO": t.TempDir(), "CAIRN_PG_DSN": pg.DSN, "PG_BINDIR": pg.BinDir, "CAIRN_PASSWORD": "pw"}
+	if code, _, e := runCLI(t, env, "init", "--encrypt"); code != exitOK {
+		t.Fatalf("init: %d %s", code, e)
+	}
+	code, out, e := runCLI(t, env, "dump", "--cluster", "main", "--json", "--", "--schema-only")
+	if code != exitOK {
+		t.Fatalf("dump: %d %s", code, e)
+	}
+	if strings.Contains(e, pg.DSN) || strings.Contains(e, os.Getenv("PGPASSWORD")) {
+		t.Fatalf("the log shows the DSN or password: %s", e)
+	}
+	var vs []versionJSON
+	if err := json.Unmarshal([]byte(out), &vs); err != nil || len(vs) != 1 || vs[0].Labels["pg.cluster"] != "main" {
+		t.Fatalf("dump --json: %v %s", err, out)
+	}
+	code, out, _ = runCLI(t, env, "ls", "--cluster", "main", "--json")
+	var ls []versionJSON
+	if code != exitOK || json.Unmarshal([]byte(out), &ls) != nil || len(ls) != 1 || ls[0].ID != vs[0].ID || ls[0].Status != "valid" {
+		t.Fatalf("ls: %d %s", code, out)
+	}
+	code, out, e = runCLI(t, env, "restore", vs[0].ID)
+	if code != exitOK || int64(len(out)) != vs[0].Size || !strings.Contains(out, "PostgreSQL database cluster dump") {
+		t.Fatalf("restore to stdout: %d, %d bytes of %d: %s", code, len(out), vs[0].Size, e)
+	}
+	// A wrong password: failure (1), psql's message, no new version.
+	bad := map[string]string{}
+	for k, v := range env {
+		bad[k] = v
+	}
+	bad["CAIRN_PG_DSN"] = strings.Replace(pg.DSN, "@", "x@", 1)
+	code, _, e = runCLI(t, bad, "dump")
+	if code != exitFailure || !strings.Contains(e, "password authentication failed") {
+		t.Fatalf("wrong password: %d %s", code, e)
+	}
+	_, out, _ = runCLI(t, env, "ls", "--json")
+	if err := json.Unmarshal([]byte(out), &ls); err != nil || len(ls) != 1 {
+		t.Fatalf("after a failed dump: %s", out)
+	}
+}

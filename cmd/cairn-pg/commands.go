@@ -1,0 +1,303 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cairn-backup/cairn/blockdiff"
+	"github.com/cairn-backup/cairn/pgdump"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) initCmd() *cobra.Command {
+	var encrypt bool
+	cmd := &cobra.Command{
+		Use:   "init --repo URL [--encrypt]",
+		Short: "Create a repository",
+		Args:  args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := a.store(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			pass, err := a.passphrase()
+			if err != nil {
+				return err
+			}
+			if encrypt && len(pass) == 0 {
+				return usagef("--encrypt needs a passphrase: set CAIRN_PASSWORD or use --password-file")
+			}
+			r, err := blockdiff.Init(cmd.Context(), s, blockdiff.InitConfig{Encrypt: encrypt},
+				blockdiff.Options{Passphrase: pass, Logger: a.log})
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			a.log.Info("repository created", "id", r.Config().ID, "encrypted", r.Encrypted())
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&encrypt, "encrypt", false, "encrypt with a key wrapped by the passphrase")
+	return cmd
+}
+
+// versionJSON is one version in --json output.
+type versionJSON struct {
+	ID        string            `json:"id"`
+	Volume    string            `json:"volume"`
+	Kind      string            `json:"kind"`
+	Created   string            `json:"created"`
+	Size      int64             `json:"size"`
+	Status    string            `json:"status"`
+	Protected bool              `json:"protected"`
+	Labels    map[string]string `json:"labels"`
+	Error     string            `json:"error,omitempty"`
+	Stats     blockdiff.Stats   `json:"stats"`
+}
+
+func toJSON(v *blockdiff.Version) versionJSON {
+	return versionJSON{ID: v.ID, Volume: v.Volume, Kind: string(v.Kind), Created: v.Created.Format(time.RFC3339),
+		Size: v.Size, Status: string(v.Status), Protected: v.Protected, Labels: v.Labels, Error: v.Error, Stats: v.Stats}
+}
+
+func (a *app) dumpCmd() *cobra.Command {
+	var opts pgdump.DumpOptions
+	var mode string
+	var labels []string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "dump [--dsn DSN] [--mode dumpall|per-database] [--database DB]... [--cluster NAME] [--label k=v]... [--json] [-- TOOL-ARGS...]",
+		Short: "Stream pg_dumpall (or pg_dump -Fc per database) into a new version",
+		Long: "dump runs pg_dumpall (default) or, with --mode per-database, pg_dumpall --globals-only and\n" +
+			"pg_dump -Fc for each database, streaming their output into stream versions named\n" +
+			"--volume (default pg-CLUSTER), VOLUME.globals and VOLUME/DATABASE. A tool that fails leaves\n" +
+			"no valid version; the error ends with the tail of its stderr. Arguments after -- go to the tool.",
+		Args: args(cobra.ArbitraryArgs),
+		RunE: func(cmd *cobra.Command, extra []string) error {
+			if cmd.ArgsLenAtDash() != 0 && len(extra) > 0 {
+				return usagef("unexpected argument %q (tool arguments go after --)", extra[0])
+			}
+			lm, err := parseLabels(labels)
+			if err != nil {
+				return err
+			}
+			switch pgdump.Mode(mode) {
+			case pgdump.ModeDumpAll, pgdump.ModePerDatabase:
+			default:
+				return usagef("--mode %q: want dumpall or per-database", mode)
+			}
+			if mode == string(pgdump.ModeDumpAll) && len(opts.Databases) > 0 {
+				return usagef("--database needs --mode per-database")
+			}
+			opts.Mode, opts.Labels, opts.Args, opts.Logger = pgdump.Mode(mode), lm, extra, a.log
+			opts.Conn = a.conn(a.dsnOrEnv())
+			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+				bar := newProgress(a.io.err, "dump")
+				opts.Progress = func(program string, done int64) { bar.update(program, done, 0) }
+				vs, err := pgdump.Dump(cmd.Context(), r, opts)
+				bar.finish()
+				if asJSON {
+					out := []versionJSON{}
+					for _, v := range vs {
+						out = append(out, toJSON(v))
+					}
+					if jerr := writeJSON(a.io.out, out); jerr != nil && err == nil {
+						err = jerr
+					}
+				} else {
+					for _, v := range vs {
+						fmt.Fprintf(a.io.out, "%s %s %s dumped, %s new stored\n", v.ID, v.Volume,
+							humanBytes(v.Size), humanBytes(v.Stats.BytesWritten))
+					}
+				}
+				return err
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&a.dsn, "dsn", "", "libpq connection string (default $CAIRN_PG_DSN, else the libpq environment)")
+	f.StringVar(&mode, "mode", string(pgdump.ModeDumpAll), "dumpall or per-database")
+	f.StringArrayVar(&opts.Databases, "database", nil, "with --mode per-database: dump only this database (repeatable)")
+	f.StringVar(&opts.Cluster, "cluster", "postgres", "cluster name, in labels and the default volume name")
+	f.StringVar(&opts.Volume, "volume", "", "version name (default pg-CLUSTER)")
+	f.StringArrayVar(&labels, "label", nil, "label k=v for the versions (repeatable)")
+	f.BoolVar(&asJSON, "json", false, "print the versions as JSON")
+	return cmd
+}
+
+// dsnOrEnv is --dsn, else $CAIRN_PG_DSN (else "": the libpq environment).
+func (a *app) dsnOrEnv() string {
+	if a.dsn != "" {
+		return a.dsn
+	}
+	return a.io.getenv("CAIRN_PG_DSN")
+}
+
+// reportJSON is restore's --json output.
+type reportJSON struct {
+	Version string   `json:"version"`
+	Program string   `json:"program"`
+	Errors  []string `json:"errors"`
+	Benign  int      `json:"benign_errors"`
+	Error   string   `json:"error,omitempty"`
+}
+
+func (a *app) restoreCmd() *cobra.Command {
+	var to, database string
+	var strict, verify, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "restore VERSION [--to -] | [--target-dsn DSN [--database DB] [--strict]] | [--verify --target-dsn DSN]",
+		Short: "Stream a dump to stdout, or load it into psql / pg_restore",
+		Long: "restore writes the dump to stdout (--to -, the default without --target-dsn), or loads it\n" +
+			"into the server of --target-dsn ($CAIRN_PG_TARGET_DSN): plain dumps through psql, custom ones\n" +
+			"through pg_restore into --database. --strict fails on any error the load reports (except that\n" +
+			"a role exists). --verify loads a per-database dump into a scratch database it creates and drops;\n" +
+			"a cluster dump (pg_dumpall) is loaded strictly into --target-dsn, which must be a scratch cluster.",
+		Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, as []string) error {
+			id := as[0]
+			target := a.dsn
+			if target == "" {
+				target = a.io.getenv("CAIRN_PG_TARGET_DSN")
+			}
+			toServer := target != "" || verify || database != ""
+			if toServer && to != "" {
+				return usagef("--to and --target-dsn/--verify/--database exclude each other")
+			}
+			if verify && database != "" {
+				return usagef("--verify chooses its own scratch database")
+			}
+			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+				if !toServer {
+					var w io.Writer = a.io.out
+					if to != "" && to != "-" {
+						f, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+						if err != nil {
+							return err
+						}
+						defer f.Close()
+						w = f
+					}
+					bar := newProgress(a.io.err, "restore "+id)
+					err := r.RestoreStream(cmd.Context(), id, w, blockdiff.StreamRestoreOptions{
+						Progress: func(done, total int64) { bar.update("", done, total) }})
+					bar.finish()
+					return err
+				}
+				conn := a.conn(target)
+				bar := newProgress(a.io.err, "restore "+id)
+				var rep *pgdump.Report
+				var err error
+				if verify {
+					rep, err = pgdump.Verify(cmd.Context(), r, id, pgdump.VerifyOptions{Conn: conn, Logger: a.log})
+				} else {
+					rep, err = pgdump.Restore(cmd.Context(), r, id, pgdump.RestoreOptions{Conn: conn, Database: database,
+						Strict: strict, Logger: a.log, Progress: func(done, total int64) { bar.update("", done, total) }})
+				}
+				bar.finish()
+				if asJSON && rep != nil {
+					out := reportJSON{Version: id, Program: rep.Program, Errors: rep.Errors, Benign: rep.Benign}
+					if out.Errors == nil {
+						out.Errors = []string{}
+					}
+					if err != nil {
+						out.Error = err.Error()
+					}
+					if jerr := writeJSON(a.io.out, out); jerr != nil && err == nil {
+						err = jerr
+					}
+				} else if rep != nil && len(rep.Errors) > rep.Benign {
+					for _, e := range rep.Errors {
+						fmt.Fprintln(a.io.err, rep.Program+":", e)
+					}
+				}
+				if err == nil && verify {
+					a.log.Info("verified: the dump loads without errors", "version", id)
+				}
+				return err
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&to, "to", "", "write the dump to this new file, or - for stdout")
+	f.StringVar(&a.dsn, "target-dsn", "", "load into this server (default $CAIRN_PG_TARGET_DSN)")
+	f.StringVar(&database, "database", "", "database to connect to / restore a custom dump into")
+	f.BoolVar(&strict, "strict", false, "fail when the load reports errors")
+	f.BoolVar(&verify, "verify", false, "load into a scratch database (or the scratch cluster --target-dsn) and check for errors")
+	f.BoolVar(&asJSON, "json", false, "print the load's report as JSON")
+	return cmd
+}
+
+func (a *app) lsCmd() *cobra.Command {
+	var volume, cluster string
+	var labels []string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "ls [--cluster NAME] [--volume V] [--label k=v]... [--json]",
+		Short: "List dumps, oldest first",
+		Args:  args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			lm, err := parseLabels(labels)
+			if err != nil {
+				return err
+			}
+			if cluster != "" {
+				lm[pgdump.LabelCluster] = cluster
+			}
+			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+				all, err := r.List(cmd.Context(), blockdiff.Filter{Volume: volume, Labels: lm})
+				if err != nil {
+					return err
+				}
+				vs := slices.DeleteFunc(all, func(v *blockdiff.Version) bool { return v.Kind != blockdiff.KindStream })
+				if asJSON {
+					out := make([]versionJSON, 0, len(vs))
+					for _, v := range vs {
+						out = append(out, toJSON(v))
+					}
+					return writeJSON(a.io.out, out)
+				}
+				tw := tabwriter.NewWriter(a.io.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tVOLUME\tCREATED\tSIZE\tNEW\tSTATUS\tSERVER\tDATABASES")
+				for _, v := range vs {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.ID, v.Volume, v.Created.Local().Format(time.DateTime),
+						humanBytes(v.Size), humanBytes(v.Stats.BytesWritten), v.Status,
+						v.Labels[pgdump.LabelServerVersion], v.Labels[pgdump.LabelDatabases])
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	cmd.Flags().StringVar(&cluster, "cluster", "", "only dumps of this cluster")
+	cmd.Flags().StringVar(&volume, "volume", "", "only versions of this volume")
+	cmd.Flags().StringArrayVar(&labels, "label", nil, "only versions with label k=v (repeatable)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	return cmd
+}
+
+// writeJSON prints v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// humanBytes formats a byte count with a binary unit.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
