@@ -94,6 +94,11 @@ type InitConfig struct {
 }
 
 // Options tune how a process uses a repository; they are not stored.
+//
+// Memory: a backup holds at most (3*Workers + Transfers) buffers of one block
+// (about 56 MiB with 2 workers and 4 MiB blocks), a restore 2*Transfers; the
+// rest grows only with the number of blocks (the manifest, about 50 bytes a
+// block) and of objects in the repository (the dedup set, about 60 bytes each).
 type Options struct {
 	Passphrase []byte       // for encrypted repositories; never logged
 	Logger     *slog.Logger // nil discards logs

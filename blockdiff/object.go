@@ -153,9 +153,7 @@ func (c *codec) seal(dst []byte, key string, plain []byte, compress bool) []byte
 		flags |= flagAESGCM
 		out[0] = flags
 		nonce := out[1:hdrLen]
-		if _, err := rand.Read(nonce); err != nil {
-			panic("blockdiff: crypto/rand failed: " + err.Error()) // rand.Read never fails on Linux
-		}
+		_, _ = rand.Read(nonce) // crypto/rand.Read never fails (Go 1.24+)
 		sealed := c.aead.Seal(out[hdrLen:hdrLen], nonce, out[hdrLen:], aad(flags, key))
 		out = append(out[:hdrLen], sealed...)
 	}

@@ -117,9 +117,10 @@ func writeZeros(w io.WriterAt, off, n int64) error {
 type RestoreFileOptions struct {
 	// Overwrite allows an existing file or device as the destination.
 	Overwrite bool
-	// Sparse skips writing zero blocks to an existing block device (which
-	// must then read as zeros there). Files are always written sparse: they
-	// are truncated first, so holes read as zeros.
+	// Sparse skips writing zero blocks to an existing destination: a regular
+	// file is emptied first so they become holes; a block device must already
+	// read as zeros there. Without it, zeros are written (as Benji does). A
+	// new file is always created sparse.
 	Sparse bool
 	// AllowInvalid restores a version that is not valid.
 	AllowInvalid bool
@@ -128,8 +129,8 @@ type RestoreFileOptions struct {
 }
 
 // RestoreFile restores version id to path (a path or file:// URL): a new file
-// is created sparse; an existing regular file is truncated and rewritten; an
-// existing block device must be at least the version's size.
+// is created sparse; an existing regular file is cut to the version's size and
+// rewritten; an existing block device must hold at least the version's size.
 func (r *Repository) RestoreFile(ctx context.Context, id, path string, opts RestoreFileOptions) error {
 	path = strings.TrimPrefix(path, "file://")
 	v, err := r.Version(ctx, id)
@@ -178,12 +179,19 @@ func openDest(path string, size int64, opts RestoreFileOptions) (*os.File, bool,
 	if err != nil {
 		return nil, false, fmt.Errorf("blockdiff: open %s: %w", path, err)
 	}
-	if st.Mode().IsRegular() { // truncating to zero first makes every hole read as zeros
-		if err := errors.Join(f.Truncate(0), f.Truncate(size)); err != nil {
+	if st.Mode().IsRegular() {
+		// Sparse: truncating to zero first makes every skipped block a hole
+		// that reads as zeros. Otherwise zeros are written, keeping the file
+		// allocated (a preallocated VM image stays so).
+		err := f.Truncate(size)
+		if opts.Sparse {
+			err = errors.Join(f.Truncate(0), f.Truncate(size))
+		}
+		if err != nil {
 			f.Close()
 			return nil, false, fmt.Errorf("blockdiff: truncate %s: %w", path, err)
 		}
-		return f, true, nil
+		return f, opts.Sparse, nil
 	}
 	devSize, err := f.Seek(0, io.SeekEnd)
 	if err != nil || devSize < size {

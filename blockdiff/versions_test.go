@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -93,6 +94,13 @@ func TestRestoreOverwrite(t *testing.T) {
 		got := readFile(t, p)
 		if !bytes.Equal(got, img) {
 			t.Fatalf("sparse=%v: overwritten file differs", sparse)
+		}
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		if allocated := st.Blocks * 512; sparse != (allocated < int64(len(img))) {
+			t.Errorf("sparse=%v: %d of %d bytes allocated", sparse, allocated, len(img))
 		}
 	}
 	// An existing writer at Sparse=false gets zeros written over old data.

@@ -162,7 +162,7 @@ func (a *app) restoreCmd() *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&sparse, "sparse", false, "skip writing zero blocks to an existing device (it must read as zeros)")
+	cmd.Flags().BoolVar(&sparse, "sparse", false, "skip writing zero blocks to an existing destination (a file is emptied first; a device must read as zeros)")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing file or device")
 	return cmd
 }
