@@ -36,6 +36,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Labels that Dump sets on every version it writes.
@@ -239,9 +241,12 @@ func (e *ProcessError) Unwrap() error { return e.Err }
 
 // childReader is a child's stdout that reports the child's failure in place
 // of EOF: a reader sees io.EOF only after the process exited with status 0.
+// The stdout pipe is enlarged to 1 MiB and read ahead by a goroutine, so
+// that the dump tool keeps writing while the consumer chunks and hashes.
 type childReader struct {
 	cmd    *exec.Cmd
-	out    io.ReadCloser
+	out    *os.File
+	ra     *readahead
 	stderr *tail
 	ctx    context.Context
 	once   sync.Once
@@ -253,18 +258,23 @@ func startChild(ctx context.Context, cmd *exec.Cmd, log *slog.Logger) (*childRea
 	name := filepath.Base(cmd.Path)
 	st := &tail{max: 8 << 10, log: log, who: name}
 	cmd.Stderr = st
-	out, err := cmd.StdoutPipe()
+	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	if err := cmd.Start(); err != nil {
+	_, _ = unix.FcntlInt(pw.Fd(), unix.F_SETPIPE_SZ, 1<<20) // best effort: the default is 64 KiB
+	cmd.Stdout = pw
+	err = cmd.Start()
+	pw.Close() // the child holds its copy
+	if err != nil {
+		pr.Close()
 		return nil, &ProcessError{Program: name, Err: err}
 	}
-	return &childReader{cmd: cmd, out: out, stderr: st, ctx: ctx}, nil
+	return &childReader{cmd: cmd, out: pr, ra: newReadahead(pr, 8, 1<<20), stderr: st, ctx: ctx}, nil
 }
 
 func (c *childReader) Read(p []byte) (int, error) {
-	n, err := c.out.Read(p)
+	n, err := c.ra.Read(p)
 	if err == nil {
 		return n, nil
 	}
@@ -290,12 +300,88 @@ func (c *childReader) wait() error {
 
 // Close stops the child if it still runs and reaps it.
 func (c *childReader) Close() error {
+	c.ra.stop()
 	_ = c.out.Close()
 	if c.cmd.ProcessState == nil {
 		_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	}
 	return c.wait()
 }
+
+// readahead reads r in its own goroutine into a few buffers, ahead of Read.
+type readahead struct {
+	full     chan []byte // filled buffers, in order; closed after the last
+	free     chan []byte // buffers to fill
+	done     chan struct{}
+	stopOnce sync.Once
+	cur      []byte // the unread rest of the buffer being read
+	held     []byte // that buffer, to give back
+	err      error  // why the goroutine stopped; read after full is closed
+}
+
+func newReadahead(r io.Reader, n, size int) *readahead {
+	ra := &readahead{full: make(chan []byte, n), free: make(chan []byte, n), done: make(chan struct{})}
+	for range n {
+		ra.free <- nil // allocated on first use
+	}
+	go func() {
+		defer close(ra.full)
+		for {
+			var b []byte
+			select {
+			case b = <-ra.free:
+			case <-ra.done:
+				ra.err = io.ErrClosedPipe
+				return
+			}
+			if b == nil {
+				b = make([]byte, size)
+			}
+			b = b[:cap(b)]
+			n := 0
+			var err error
+			for n < len(b) && err == nil {
+				var m int
+				m, err = r.Read(b[n:])
+				n += m
+			}
+			if n > 0 {
+				select {
+				case ra.full <- b[:n]:
+				case <-ra.done:
+					ra.err = io.ErrClosedPipe
+					return
+				}
+			}
+			if err != nil {
+				ra.err = err
+				return
+			}
+		}
+	}()
+	return ra
+}
+
+// Read returns read-ahead bytes, then the reader's final error.
+func (ra *readahead) Read(p []byte) (int, error) {
+	if len(ra.cur) == 0 {
+		if ra.held != nil {
+			ra.free <- ra.held
+			ra.held = nil
+		}
+		b, ok := <-ra.full
+		if !ok {
+			return 0, ra.err
+		}
+		ra.cur, ra.held = b, b
+	}
+	n := copy(p, ra.cur)
+	ra.cur = ra.cur[n:]
+	return n, nil
+}
+
+// stop ends the goroutine (its pending Read ends when the pipe is closed).
+func (ra *readahead) stop() { ra.stopOnce.Do(func() { close(ra.done) }) }
 
 // output runs a short command and returns its trimmed stdout.
 func (c Conn) output(ctx context.Context, name string, args ...string) (string, error) {
