@@ -15,7 +15,7 @@ img=$work/sample.img
 echo "demo: making a 64 MiB sample image in $img" >&2
 truncate -s 64M "$img"
 head -c 16M /dev/urandom | dd of="$img" conv=notrunc status=none                   # random data
-yes "cairn sample text line $(date +%F)" | head -c 8M | dd of="$img" bs=1M seek=24 conv=notrunc status=none
+{ yes "cairn sample text line $(date +%F)" || true; } | head -c 8M | dd of="$img" bs=1M seek=24 conv=notrunc status=none
 dd if="$img" of="$img" bs=1M count=4 seek=40 conv=notrunc status=none               # a repeated block
 # 44M..64M stays a hole
 
