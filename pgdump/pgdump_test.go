@@ -475,3 +475,35 @@ func TestChildReaderReportsFailure(t *testing.T) {
 		t.Fatalf("read %q, err %v", b, err)
 	}
 }
+
+// Verify of a cluster dump starts a scratch cluster of its own; a dump that
+// does not load fails verification with psql's message.
+func TestVerifyClusterDump(t *testing.T) {
+	env := pg(t)
+	ctx := context.Background()
+	r := newRepo(t)
+	vs, err := Dump(ctx, r, DumpOptions{Conn: Conn{DSN: env.DSN, BinDir: env.BinDir}, Args: []string{"--schema-only"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vo := VerifyOptions{Conn: Conn{BinDir: env.BinDir}, Superuser: "cairn"}
+	rep, err := Verify(ctx, r, vs[0].ID, vo)
+	if err != nil {
+		t.Fatalf("verify: %v (%+v)", err, rep)
+	}
+	if rep.Benign == 0 {
+		t.Errorf("expected the benign 'role exists' error, report %+v", rep)
+	}
+	bad, err := r.BackupStream(ctx, strings.NewReader("CREATE TABLE broken (;\n"), blockdiff.StreamOptions{
+		Volume: "bad", Labels: map[string]string{LabelFormat: FormatPlain}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(ctx, r, bad.ID, vo); err == nil || !strings.Contains(err.Error(), "syntax error") {
+		t.Fatalf("verify of a broken dump: %v", err)
+	}
+	left, _ := filepath.Glob(filepath.Join(os.TempDir(), "cairn-pg-scratch-*"))
+	if len(left) > 0 {
+		t.Fatalf("scratch clusters left behind: %v", left)
+	}
+}

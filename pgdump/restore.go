@@ -9,9 +9,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cairn-backup/cairn/blockdiff"
@@ -188,17 +193,27 @@ func isPipeErr(err error) bool {
 
 // VerifyOptions describe a verification load.
 type VerifyOptions struct {
-	Conn // a server the scratch database is created on
+	// Conn is the server a custom-format dump's scratch database is created
+	// on. For a plain cluster dump, a non-empty Conn.DSN names a scratch
+	// server to load into; with an empty DSN, Verify starts a scratch cluster
+	// of its own from Conn.BinDir (initdb, pg_ctl) and removes it afterwards.
+	Conn
+	// Superuser is the bootstrap role of a scratch cluster: the role the dump
+	// was made by (default "postgres").
+	Superuser string
+	// TempDir holds a scratch cluster's data ("" for the system's).
+	TempDir string
 	// Logger receives progress and, at debug level, the tools' stderr.
 	Logger *slog.Logger
 }
 
-// Verify loads version id into a scratch database that it creates and drops
-// afterwards, and fails when the load reports any error: a custom-format
-// (pg_dump -Fc) dump goes into a new database on the given server. A plain
-// cluster dump (pg_dumpall) creates roles and databases of its own, so the
-// given server must itself be a scratch cluster (an empty, throwaway
-// instance): the dump is loaded there strictly.
+// Verify loads version id into a scratch database or cluster and fails when
+// the load reports any error (but that the superuser role exists): a
+// custom-format (pg_dump -Fc) dump goes into a database it creates on the
+// given server and drops afterwards. A plain cluster dump (pg_dumpall)
+// creates roles and databases of its own, so it goes into a scratch cluster
+// that Verify starts and removes (or into the given server, which must then
+// be a throwaway instance).
 func Verify(ctx context.Context, repo *blockdiff.Repository, id string, opts VerifyOptions) (*Report, error) {
 	v, err := repo.Version(ctx, id)
 	if err != nil {
@@ -206,6 +221,14 @@ func Verify(ctx context.Context, repo *blockdiff.Repository, id string, opts Ver
 	}
 	ro := RestoreOptions{Conn: opts.Conn, Strict: true, Logger: opts.Logger}
 	if v.Labels[LabelFormat] != FormatCustom {
+		if opts.DSN == "" {
+			sc, err := StartScratchCluster(ctx, opts.BinDir, opts.TempDir, opts.Superuser)
+			if err != nil {
+				return nil, err
+			}
+			defer func() { _ = sc.Stop(context.WithoutCancel(ctx)) }()
+			ro.Conn = sc.Conn
+		}
 		return Restore(ctx, repo, id, ro)
 	}
 	b := make([]byte, 6)
@@ -226,4 +249,84 @@ func Verify(ctx context.Context, repo *blockdiff.Repository, id string, opts Ver
 	ro.Database = scratch
 	ro.Args = []string{"--no-owner", "--no-acl"}
 	return Restore(ctx, repo, id, ro)
+}
+
+// ScratchCluster is a throwaway PostgreSQL instance in a temporary
+// directory, reachable only over its Unix socket, for verifying cluster
+// dumps. Stop removes it.
+type ScratchCluster struct {
+	Conn        // connection to its postgres database as its superuser
+	dir  string // data directory and socket directory
+	run  func(ctx context.Context, name string, args ...string) error
+}
+
+// StartScratchCluster runs initdb and starts postgres from binDir (which
+// must hold initdb and pg_ctl) in a new temporary directory under tmp (""
+// for the system's). superuser names the bootstrap role: use the role the
+// dump was made by, so that its objects keep their owner. When this process
+// runs as root, the cluster runs as the user postgres (initdb refuses root).
+func StartScratchCluster(ctx context.Context, binDir, tmp, superuser string) (*ScratchCluster, error) {
+	if superuser == "" {
+		superuser = "postgres"
+	}
+	dir, err := os.MkdirTemp(tmp, "cairn-pg-scratch-")
+	if err != nil {
+		return nil, fmt.Errorf("pgdump: scratch cluster: %w", err)
+	}
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("pgdump: scratch cluster: running as root needs a user postgres: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if err := os.Chown(dir, uid, gid); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("pgdump: scratch cluster: %w", err)
+		}
+	}
+	c := Conn{BinDir: binDir}
+	s := &ScratchCluster{dir: dir}
+	s.run = func(ctx context.Context, name string, args ...string) error {
+		cmd := c.command(ctx, name, args...)
+		cmd.Dir = dir
+		if cred != nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		}
+		st := &tail{max: 4 << 10}
+		cmd.Stdout, cmd.Stderr = st, st
+		if err := cmd.Run(); err != nil {
+			return &ProcessError{Program: name, Err: err, Stderr: st.String()}
+		}
+		return nil
+	}
+	data := filepath.Join(dir, "data")
+	if err := s.run(ctx, "initdb", "-D", data, "-U", superuser, "-E", "UTF8", "--locale=C", "--auth=trust", "--no-sync"); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("pgdump: scratch cluster: %w", err)
+	}
+	opts := fmt.Sprintf("-c listen_addresses='' -c unix_socket_directories='%s' -c fsync=off -c full_page_writes=off -c synchronous_commit=off -p 5432", dir)
+	if err := s.run(ctx, "pg_ctl", "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "120", "start"); err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "log"))
+		_ = s.Stop(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("pgdump: scratch cluster: %w: %s", err, strings.TrimSpace(string(log)))
+	}
+	s.Conn = Conn{DSN: fmt.Sprintf("host=%s port=5432 user=%s dbname=postgres", dir, superuser), BinDir: binDir}
+	return s, nil
+}
+
+// Stop stops the scratch cluster (immediately: it holds nothing to keep) and
+// removes its directory.
+func (s *ScratchCluster) Stop(ctx context.Context) error {
+	var err error
+	if _, serr := os.Stat(filepath.Join(s.dir, "data", "postmaster.pid")); serr == nil {
+		err = s.run(ctx, "pg_ctl", "-D", filepath.Join(s.dir, "data"), "-m", "immediate", "-w", "stop")
+	}
+	if rerr := os.RemoveAll(s.dir); err == nil && rerr != nil {
+		err = rerr
+	}
+	return err
 }

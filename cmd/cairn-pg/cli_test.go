@@ -75,3 +75,22 @@ func TestDumpLsRestore(t *testing.T) {
 		t.Fatalf("after a failed dump: %s", out)
 	}
 }
+
+func TestVerifyFlag(t *testing.T) {
+	pg := testenv.Postgres(t)
+	env := map[string]string{"CAIRN_REPO": t.TempDir(), "CAIRN_PG_DSN": pg.DSN, "PG_BINDIR": pg.BinDir}
+	if code, _, e := runCLI(t, env, "init"); code != exitOK {
+		t.Fatalf("init: %s", e)
+	}
+	code, out, e := runCLI(t, env, "dump", "--json", "--", "--schema-only")
+	var vs []versionJSON
+	if code != exitOK || json.Unmarshal([]byte(out), &vs) != nil || len(vs) != 1 {
+		t.Fatalf("dump: %d %s %s", code, out, e)
+	}
+	delete(env, "CAIRN_PG_DSN")
+	code, out, e = runCLI(t, env, "restore", vs[0].ID, "--verify", "--superuser", "cairn", "--json")
+	var rep reportJSON
+	if code != exitOK || json.Unmarshal([]byte(out), &rep) != nil || rep.Program != "psql" || rep.Error != "" {
+		t.Fatalf("restore --verify: %d %s %s", code, out, e)
+	}
+}

@@ -149,7 +149,7 @@ type reportJSON struct {
 }
 
 func (a *app) restoreCmd() *cobra.Command {
-	var to, database string
+	var to, database, superuser string
 	var strict, verify, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "restore VERSION [--to -] | [--target-dsn DSN [--database DB] [--strict]] | [--verify --target-dsn DSN]",
@@ -157,8 +157,9 @@ func (a *app) restoreCmd() *cobra.Command {
 		Long: "restore writes the dump to stdout (--to -, the default without --target-dsn), or loads it\n" +
 			"into the server of --target-dsn ($CAIRN_PG_TARGET_DSN): plain dumps through psql, custom ones\n" +
 			"through pg_restore into --database. --strict fails on any error the load reports (except that\n" +
-			"a role exists). --verify loads a per-database dump into a scratch database it creates and drops;\n" +
-			"a cluster dump (pg_dumpall) is loaded strictly into --target-dsn, which must be a scratch cluster.",
+			"a role exists). --verify loads a per-database dump into a scratch database it creates on\n" +
+			"--target-dsn and drops; a cluster dump (pg_dumpall) into a scratch cluster it starts with\n" +
+			"initdb and pg_ctl from --bindir and removes (or into --target-dsn, a throwaway server).",
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, as []string) error {
 			id := as[0]
@@ -195,7 +196,7 @@ func (a *app) restoreCmd() *cobra.Command {
 				var rep *pgdump.Report
 				var err error
 				if verify {
-					rep, err = pgdump.Verify(cmd.Context(), r, id, pgdump.VerifyOptions{Conn: conn, Logger: a.log})
+					rep, err = pgdump.Verify(cmd.Context(), r, id, pgdump.VerifyOptions{Conn: conn, Superuser: superuser, Logger: a.log})
 				} else {
 					rep, err = pgdump.Restore(cmd.Context(), r, id, pgdump.RestoreOptions{Conn: conn, Database: database,
 						Strict: strict, Logger: a.log, Progress: func(done, total int64) { bar.update("", done, total) }})
@@ -229,7 +230,8 @@ func (a *app) restoreCmd() *cobra.Command {
 	f.StringVar(&a.dsn, "target-dsn", "", "load into this server (default $CAIRN_PG_TARGET_DSN)")
 	f.StringVar(&database, "database", "", "database to connect to / restore a custom dump into")
 	f.BoolVar(&strict, "strict", false, "fail when the load reports errors")
-	f.BoolVar(&verify, "verify", false, "load into a scratch database (or the scratch cluster --target-dsn) and check for errors")
+	f.BoolVar(&verify, "verify", false, "load into a scratch database or cluster and check that it loads without errors")
+	f.StringVar(&superuser, "superuser", "postgres", "with --verify of a cluster dump: the scratch cluster's superuser (the dump's role)")
 	f.BoolVar(&asJSON, "json", false, "print the load's report as JSON")
 	return cmd
 }
