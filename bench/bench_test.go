@@ -116,7 +116,8 @@ func peakRSS(b *testing.B) int64 {
 }
 
 // newRepo initialises a file repository in a fresh directory;
-// $CAIRN_BENCH_WORKERS overrides the number of CPU workers.
+// $CAIRN_BENCH_WORKERS and $CAIRN_BENCH_TRANSFERS override the number of CPU
+// workers and of concurrent uploads.
 func newRepo(b *testing.B, name string) (*blockdiff.Repository, string) {
 	dir := filepath.Join(benchDir(b), "repo-"+name)
 	if err := os.RemoveAll(dir); err != nil {
@@ -128,7 +129,8 @@ func newRepo(b *testing.B, name string) (*blockdiff.Repository, string) {
 		b.Fatal(err)
 	}
 	w, _ := strconv.Atoi(os.Getenv("CAIRN_BENCH_WORKERS"))
-	r, err := blockdiff.Init(context.Background(), s, blockdiff.InitConfig{}, blockdiff.Options{Workers: w})
+	t, _ := strconv.Atoi(os.Getenv("CAIRN_BENCH_TRANSFERS"))
+	r, err := blockdiff.Init(context.Background(), s, blockdiff.InitConfig{}, blockdiff.Options{Workers: w, Transfers: t})
 	if err != nil {
 		b.Fatal(err)
 	}
