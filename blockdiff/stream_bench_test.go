@@ -35,6 +35,7 @@ func BenchmarkChunker(b *testing.B) {
 		{"jc-keyed", ChunkerJC, bytes.Repeat([]byte{7}, 32)},
 		{"fastcdc", ChunkerFastCDC, nil},
 		{"fastcdc-keyed", ChunkerFastCDC, bytes.Repeat([]byte{7}, 32)},
+		{"library-fastcdc-v1.0.0", "fastcdc-v1.0.0", nil},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			p := DefaultChunker
@@ -43,7 +44,11 @@ func BenchmarkChunker(b *testing.B) {
 			cpu0 := cpuTime()
 			chunks := 0
 			for b.Loop() {
-				c, err := chunkers.NewChunkerBuffer(chunkerImpl[bc.algo], bytes.NewReader(data),
+				impl, ok := chunkerImpl[bc.algo]
+				if !ok {
+					impl = bc.algo
+				}
+				c, err := chunkers.NewChunkerBuffer(impl, bytes.NewReader(data),
 					&chunkers.ChunkerOpts{MinSize: p.Min, NormalSize: p.Avg, MaxSize: p.Max, Key: bc.key}, buf)
 				if err != nil {
 					b.Fatal(err)

@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
+	chunkers "github.com/PlakarKorp/go-cdc-chunkers"
+	_ "github.com/PlakarKorp/go-cdc-chunkers/chunkers/fastcdc" // the reference
 	"github.com/cairn-backup/cairn/objstore"
 )
 
 // testChunker keeps stream tests small: 4 KiB min, 16 KiB average, 64 KiB max.
-var testChunker = ChunkerParams{Algorithm: ChunkerJC, Min: 4 << 10, Avg: 16 << 10, Max: 64 << 10}
+var testChunker = ChunkerParams{Algorithm: ChunkerFastCDC, Min: 4 << 10, Avg: 16 << 10, Max: 64 << 10}
 
 // newStreamRepo initialises a repository with the test chunker.
 func newStreamRepo(t testing.TB, s objstore.Store, pass string) *Repository {
@@ -304,5 +306,43 @@ func TestStreamKeyedChunking(t *testing.T) {
 	b := lengths(newStreamRepo(t, openStore(t, "mem"), "pw"))
 	if slices.Equal(a, b) || slices.Equal(a, plain) {
 		t.Fatalf("keyed chunking does not depend on the key: %d/%d/%d chunks", len(plain), len(a), len(b))
+	}
+}
+
+// cairn-fastcdc must cut exactly where the library's fastcdc-v1.0.0 cuts,
+// keyed and not, whatever the sizes and the data.
+func TestFastCDCMatchesLibrary(t *testing.T) {
+	inputs := map[string][]byte{
+		"random": randBytes(11, 6<<20),
+		"dump":   dumpLike(12, 6<<20),
+		"blanks": append(bytes.Repeat([]byte(" "), 3<<20), dumpLike(13, 1<<20)...),
+		"short":  randBytes(14, 3000),
+	}
+	for name, data := range inputs {
+		for _, p := range [][3]int{{256 << 10, 1 << 20, 4 << 20}, {4 << 10, 16 << 10, 64 << 10}, {64, 128, 200}} {
+			for _, key := range [][]byte{nil, bytes.Repeat([]byte{3}, 32)} {
+				cut := func(algo string) []int {
+					c, err := chunkers.NewChunker(algo, bytes.NewReader(data),
+						&chunkers.ChunkerOpts{MinSize: p[0], NormalSize: p[1], MaxSize: p[2], Key: key})
+					if err != nil {
+						t.Fatal(err)
+					}
+					var ls []int
+					for {
+						ch, err := c.Next()
+						ls = append(ls, len(ch))
+						if err == io.EOF {
+							return ls
+						}
+						if err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				if a, b := cut(fastCDCName), cut("fastcdc-v1.0.0"); !slices.Equal(a, b) {
+					t.Errorf("%s %v keyed=%v: %d chunks, library %d", name, p, key != nil, len(a), len(b))
+				}
+			}
+		}
 	}
 }
