@@ -6,8 +6,10 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -345,4 +347,70 @@ func TestFastCDCMatchesLibrary(t *testing.T) {
 			}
 		}
 	}
+}
+
+// repeatReader yields block over and over, n bytes in all.
+type repeatReader struct {
+	block  []byte
+	n, off int64
+}
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	if r.off >= r.n {
+		return 0, io.EOF
+	}
+	i := r.off % int64(len(r.block))
+	k := copy(p[:min(int64(len(p)), r.n-r.off)], r.block[i:])
+	r.off += int64(k)
+	return k, nil
+}
+
+// The stream pipeline's memory does not grow with the stream: a 1 GiB
+// stream (of a repeated 24 MiB random block, so that the in-memory store
+// stays small) peaks far below its size.
+func TestStreamMemoryBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1 GiB stream")
+	}
+	r := newRepoChunker(t, openStore(t, "mem"), DefaultChunker)
+	src := &repeatReader{block: randBytes(15, 24<<20+12345), n: 1 << 30}
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	go func() {
+		var ms runtime.MemStats
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+		}
+	}()
+	v, err := r.BackupStream(context.Background(), src, StreamOptions{Volume: "big"})
+	close(done)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("1 GiB stream: %d chunks, %d stored bytes, peak heap in use %d MiB", len(v.Refs()), v.Stats.BytesWritten, peak.Load()>>20)
+	// The store holds ~24 MiB (the block, as incompressible chunks) and the
+	// pipeline 2*Max + (4*Workers+Transfers)*Max at most.
+	limit := uint64(24<<20) + uint64(2+4*runtime.GOMAXPROCS(0)+8)*uint64(DefaultChunker.Max) + 64<<20
+	if peak.Load() > limit {
+		t.Fatalf("peak heap %d MiB exceeds %d MiB", peak.Load()>>20, limit>>20)
+	}
+}
+
+// newRepoChunker initialises a repository with chunker p.
+func newRepoChunker(t testing.TB, s objstore.Store, p ChunkerParams) *Repository {
+	t.Helper()
+	r, err := Init(context.Background(), s, InitConfig{Chunker: &p}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
 }
