@@ -1,11 +1,13 @@
 // Package config reads cairn-zrepl's configuration: a YAML file in zrepl's
-// format. This first version understands the jobs replication needs, `push`
-// and `sink`, with their `connect` / `serve` transports (`tls`, `tcp`),
-// `filesystems`, `root_fs`, `send.encrypted` and
-// `conflict_resolution.initial_replication`. Keys that zrepl documents for
-// these jobs but that replication does not use yet (`snapshotting`, `pruning`,
-// `replication`, `global`, ...) are accepted and kept as YAML nodes; any other
-// key is an error naming the key and its line.
+// format. It understands the job types `push`, `sink` and `snap`, with their
+// `connect` / `serve` transports (`tls`, `tcp`), `filesystems`, `root_fs`,
+// `send.encrypted`, `conflict_resolution.initial_replication`,
+// `snapshotting` (periodic with prefix, interval, utc_timestamp_format and
+// command hooks; manual), `pruning` (keep_sender / keep_receiver / keep with
+// not_replicated, last_n, grid, regex) and `global` (logging to stdout,
+// prometheus monitoring, control.sockpath). `replication` and `recv` are
+// accepted as zrepl documents them and kept as YAML nodes. Any other key is
+// an error naming the key and its line.
 package config
 
 import (
@@ -126,6 +128,9 @@ func Parse(b []byte) (*Config, error) {
 			}
 		}
 	}
+	if _, err := c.ParseGlobal(); err != nil {
+		return nil, err
+	}
 	seen := map[string]bool{}
 	for i := range c.Jobs {
 		j := &c.Jobs[i]
@@ -173,10 +178,26 @@ func (j *Job) validate() error {
 		if err := j.Serve.validate(); err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}
-	case "snap", "source", "pull":
-		// Other job types belong to the daemon; accepted here.
+	case "snap":
+		if len(j.Filesystems) == 0 {
+			return errors.New("a snap job needs filesystems")
+		}
+		if _, err := zfsrepl.NewFilter(j.Filesystems); err != nil {
+			return err
+		}
+	case "source", "pull":
+		return fmt.Errorf("job type %q is not supported (push, sink, snap)", j.Type)
 	default:
 		return fmt.Errorf("unknown job type %q", j.Type)
+	}
+	switch j.Type {
+	case "push", "snap":
+		if _, err := j.ParsePruning(); err != nil {
+			return err
+		}
+		if _, err := j.ParseSnapshotting(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -1,8 +1,10 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cairn-backup/cairn/zfsrepl"
 )
@@ -101,5 +103,67 @@ func TestParseErrors(t *testing.T) {
 	_, err := Parse([]byte(cases["unknown key"]))
 	if !strings.Contains(err.Error(), "server_cn_typo") || !strings.Contains(err.Error(), "line") {
 		t.Errorf("error does not name the key and line: %v", err)
+	}
+}
+
+// TestLoadZreplDocumented loads a configuration written as zrepl documents
+// it, unchanged, and checks what the daemon reads from it.
+func TestLoadZreplDocumented(t *testing.T) {
+	c, err := Load("testdata/zrepl.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := c.ParseGlobal()
+	if err != nil || len(g.Monitoring) != 1 || g.Monitoring[0].Listen != ":9811" || g.Logging[0].Level != "warn" || g.ControlSocket != "/var/run/zrepl/control" {
+		t.Fatalf("global: %+v %v", g, err)
+	}
+	push, _ := c.Job("garage_push")
+	s, err := push.ParseSnapshotting()
+	if err != nil || s.Type != "periodic" || s.Prefix != "zrepl_" || s.Interval != 10*time.Minute || s.TimestampFormat != "20060102_150405_000" || len(s.Hooks) != 1 || !s.Hooks[0].Filesystems.Match("tank/garage/data") {
+		t.Fatalf("snapshotting: %+v %v", s, err)
+	}
+	p, err := push.ParsePruning()
+	if err != nil || !p.KeepSender.NotReplicated || len(p.KeepSender.Policies) != 1 || len(p.KeepReceiver.Policies) != 2 || p.KeepReceiver.NotReplicated {
+		t.Fatalf("pruning: %+v %v", p, err)
+	}
+	snap, _ := c.Job("local_snap")
+	s, err = snap.ParseSnapshotting()
+	if err != nil || s.TimestampFormat != "2006-01-02_15:04:05" || s.Interval != time.Hour {
+		t.Fatalf("snap snapshotting: %+v %v", s, err)
+	}
+	if p, err := snap.ParsePruning(); err != nil || len(p.Keep.Policies) != 2 {
+		t.Fatalf("snap pruning: %+v %v", p, err)
+	}
+}
+
+func TestParsePruningErrors(t *testing.T) {
+	b, err := os.ReadFile("testdata/zrepl.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	cases := map[string]struct{ from, to, want string }{
+		"unknown rule key":        {"          count: 10\n", "          count: 10\n          counts: 3\n", `line 53: pruning.keep_sender (last_n): unknown key "counts"`},
+		"unknown rule type":       {"- type: last_n", "- type: first_n", `unknown keep rule type "first_n"`},
+		"not_replicated on recv":  {"      keep_receiver:\n", "      keep_receiver:\n        - type: not_replicated\n", "not_replicated only makes sense on the sender"},
+		"bad grid":                {"24x1h | 30x1d", "24x1h | 30y1d", "line 55: pruning.keep_receiver: retention:"},
+		"bad count":               {"count: 10", "count: ten", `count "ten" is not a number`},
+		"unknown snapshotting":    {"interval: 10m", "interval: 10m\n      intervall: 5m", `unknown key "intervall"`},
+		"bad interval":            {"interval: 10m", "interval: soon", `"soon" is not a positive duration`},
+		"cron":                    {"type: periodic\n      prefix: zrepl_\n", "type: cron\n      prefix: zrepl_\n", "cron is not supported"},
+		"relative hook":           {"/etc/zrepl/hooks/garage-flush.sh", "garage-flush.sh", "path must be absolute"},
+		"unknown global key":      {"  control:", "  controll:", `line 13: global: unknown key "controll"`},
+		"unknown monitoring type": {"type: prometheus", "type: statsd", "only type prometheus"},
+		"no pruning":              {"    pruning:\n      keep:\n", "    prunin:\n      keep:\n", "prunin"},
+	}
+	for name, c := range cases {
+		text := strings.Replace(doc, c.from, c.to, 1)
+		if text == doc {
+			t.Fatalf("%s: %q not in the document", name, c.from)
+		}
+		_, err := Parse([]byte(text))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want it to contain %q", name, err, c.want)
+		}
 	}
 }

@@ -473,3 +473,42 @@ func (r *Receiver) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.
 	}
 	return errors.Join(errs...)
 }
+
+// SnapshotAt creates fs@name with the creation time at (tests fake times).
+func (p *Pool) SnapshotAt(fs, name string, at time.Time) zfs.Version {
+	v := p.Snapshot(fs, name)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f := p.fs[fs]
+	for i := range f.versions {
+		if f.versions[i].GUID == v.GUID {
+			f.versions[i].Creation = at
+		}
+	}
+	v.Creation = at
+	return v
+}
+
+// SnapshotHolds implements zfsrepl.HoldLister.
+func (s *Sender) SnapshotHolds(ctx context.Context, fs, snapshot string) ([]string, error) {
+	return s.Pool.Holds(fs + "@" + snapshot), nil
+}
+
+// DestroySnapshots implements zfsrepl.SenderPruner: snapshots whose name and
+// GUID match are destroyed; held ones fail.
+func (s *Sender) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.Version) error {
+	var errs []error
+	for _, sn := range snaps {
+		vs := s.Pool.Versions(fs)
+		i := slices.IndexFunc(vs, func(v zfs.Version) bool { return v.Type == zfs.Snapshot && v.Name == sn.Name })
+		if i < 0 {
+			continue
+		}
+		if vs[i].GUID != sn.GUID {
+			errs = append(errs, fmt.Errorf("guid mismatch for %s", sn.Name))
+			continue
+		}
+		errs = append(errs, s.Pool.Destroy(fs+"@"+sn.Name))
+	}
+	return errors.Join(errs...)
+}
