@@ -38,20 +38,14 @@ type Snapshotting struct {
 }
 
 // Hook is a `command` snapshot hook.
-type Hook struct {
-	Path       string
-	Timeout    time.Duration
-	ErrIsFatal bool
-	// Filesystems limits the hook to some filesystems; nil runs it for all.
-	Filesystems *zfsrepl.Filter
-}
+type Hook = zfsrepl.Hook
 
 // zrepl's named timestamp formats.
 var timestampFormats = map[string]string{
-	"dense":        "20060102_150405_000",
+	"dense":        zfsrepl.DenseTimestamp,
 	"human":        "2006-01-02_15:04:05",
 	"iso-8601":     "2006-01-02T15:04:05.000Z",
-	"unix-seconds": "unix-seconds",
+	"unix-seconds": zfsrepl.UnixSecondsTimestamp,
 }
 
 // mapping checks that n is a mapping with only the allowed keys and returns
@@ -461,4 +455,10 @@ func (c *Config) ParseGlobal() (Global, error) {
 		}
 	}
 	return g, nil
+}
+
+// SnapshotConfig returns the snapshotter settings of a periodic
+// snapshotting section.
+func (s Snapshotting) SnapshotConfig() zfsrepl.SnapshotConfig {
+	return zfsrepl.SnapshotConfig{Prefix: s.Prefix, Interval: s.Interval, TimestampFormat: s.TimestampFormat, Hooks: s.Hooks}
 }

@@ -32,6 +32,9 @@ type Pool struct {
 	holds       map[string]map[string]bool // snapshot full name -> tags
 	// Log records operations ("receive full p/a@s1", "destroy p/a@s1", ...).
 	Log []string
+	// Now, if set, is the creation time of snapshots taken through a
+	// Sender (Snapshot); else creation times count seconds by txg.
+	Now func() time.Time
 }
 
 type fsys struct {
@@ -511,4 +514,20 @@ func (s *Sender) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.Ve
 		errs = append(errs, s.Pool.Destroy(fs+"@"+sn.Name))
 	}
 	return errors.Join(errs...)
+}
+
+// Snapshot implements zfsrepl.SnapshotTarget.
+func (s *Sender) Snapshot(ctx context.Context, fs, name string) error {
+	if s.Filter != nil && !s.Filter.Match(fs) {
+		return fmt.Errorf("refused: %s not selected", fs)
+	}
+	if slices.ContainsFunc(s.Pool.Versions(fs), func(v zfs.Version) bool { return v.Type == zfs.Snapshot && v.Name == name }) {
+		return fmt.Errorf("%s@%s: dataset already exists", fs, name)
+	}
+	if s.Pool.Now != nil {
+		s.Pool.SnapshotAt(fs, name, s.Pool.Now())
+	} else {
+		s.Pool.Snapshot(fs, name)
+	}
+	return nil
 }
