@@ -1,0 +1,424 @@
+// Package daemon runs the jobs of a cairn-zrepl configuration the way zrepl's
+// daemon does: push jobs (snapshot -> replicate -> prune both sides), sink
+// jobs (serve a push job's replication and receiver-side pruning below
+// root_fs/<client>) and snap jobs (snapshot -> prune locally). It serves
+// status and wakeup on a unix control socket and Prometheus metrics on the
+// configured listener.
+//
+// Shutdown cancels the running step: zfs send stops, the sink keeps the
+// partial receive's resume token, holds are released, and the next run
+// resumes the step.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cairn-backup/cairn/zfsrepl"
+	"github.com/cairn-backup/cairn/zfsrepl/config"
+	"github.com/cairn-backup/cairn/zfsrepl/transport"
+	"github.com/cairn-backup/cairn/zfsrepl/zfs"
+)
+
+// Local is the local side of a push or snap job: it lists, snapshots,
+// sends and prunes the job's filesystems (zfsrepl.LocalSender).
+type Local interface {
+	zfsrepl.SenderPruner
+	zfsrepl.SnapshotTarget
+}
+
+// Env builds a job's endpoints. The zero value uses the local zfs command
+// and the transports of the configuration.
+type Env struct {
+	// Local returns the local side of a push or snap job.
+	Local func(j *config.Job) (Local, error)
+	// Remote returns a push job's receiver (the sink) and what closes it.
+	Remote func(j *config.Job) (zfsrepl.Receiver, io.Closer, error)
+	// Sink returns a sink job's HTTP server and listener.
+	Sink func(j *config.Job, s *transport.Server) (*http.Server, net.Listener, bool, error)
+	// Now is the clock of snapshot names and pruning; nil is time.Now.
+	Now func() time.Time
+}
+
+func (e *Env) defaults(log *slog.Logger) {
+	runner := &zfs.Runner{Logger: log}
+	if e.Local == nil {
+		e.Local = func(j *config.Job) (Local, error) {
+			f, err := j.Filter()
+			if err != nil {
+				return nil, err
+			}
+			return &zfsrepl.LocalSender{ZFS: runner, Job: j.Name, Filter: f}, nil
+		}
+	}
+	if e.Remote == nil {
+		e.Remote = func(j *config.Job) (zfsrepl.Receiver, io.Closer, error) {
+			c, err := j.Dial(transport.ClientOptions{})
+			if err != nil {
+				return nil, nil, err
+			}
+			return c, c, nil
+		}
+	}
+	if e.Sink == nil {
+		e.Sink = func(j *config.Job, s *transport.Server) (*http.Server, net.Listener, bool, error) {
+			s.Receivers = transport.SinkReceivers(runner, j.RootFS, j.Name)
+			srv, tlsOn, err := j.SinkServer(s)
+			if err != nil {
+				return nil, nil, false, err
+			}
+			l, err := net.Listen("tcp", j.Serve.Listen)
+			if err != nil {
+				return nil, nil, false, err
+			}
+			return srv, l, tlsOn, nil
+		}
+	}
+	if e.Now == nil {
+		e.Now = time.Now
+	}
+}
+
+// Job states in Status.
+const (
+	StateIdle        = "idle"        // waiting for the next run
+	StateReplicating = "replicating" // replicating
+	StatePruning     = "pruning"     // pruning
+	StateServing     = "serving"     // a sink serving
+	StateStopped     = "stopped"     // the daemon is shutting down
+)
+
+// Status is the state of one job, as `status` prints it.
+type Status struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"`
+	State string `json:"state"`
+	// Runs counts completed runs (replication or snap rounds).
+	Runs        int       `json:"runs"`
+	LastStart   time.Time `json:"last_start,omitzero"`
+	LastEnd     time.Time `json:"last_end,omitzero"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	// LastError is the last run's error, "" when it succeeded.
+	LastError string `json:"last_error,omitempty"`
+	// Bytes is what the last run replicated; TotalBytes since start;
+	// StepBytes the progress of the running step.
+	Bytes      int64 `json:"bytes"`
+	TotalBytes int64 `json:"total_bytes"`
+	StepBytes  int64 `json:"step_bytes,omitempty"`
+	Errors     int   `json:"errors"`
+	// Pruned counts the snapshots destroyed by the last run, per side.
+	Pruned map[string]int `json:"pruned,omitempty"`
+	// Last reports.
+	Snapshot    *zfsrepl.SnapshotReport `json:"snapshot,omitempty"`
+	Replication *zfsrepl.Report         `json:"replication,omitempty"`
+	Prune       []zfsrepl.PruneReport   `json:"prune,omitempty"`
+	Listen      string                  `json:"listen,omitempty"`
+}
+
+// Daemon runs the jobs of a configuration.
+type Daemon struct {
+	cfg     *config.Config
+	global  config.Global
+	env     Env
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *metrics
+
+	mu     sync.Mutex
+	status map[string]*Status
+	wakeup map[string]chan struct{}
+}
+
+// New prepares the daemon of cfg; Run starts it.
+func New(cfg *config.Config, env Env, log *slog.Logger) (*Daemon, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g, err := cfg.ParseGlobal()
+	if err != nil {
+		return nil, err
+	}
+	env.defaults(log)
+	d := &Daemon{cfg: cfg, global: g, env: env, log: log, reg: prometheus.NewRegistry(),
+		status: map[string]*Status{}, wakeup: map[string]chan struct{}{}}
+	d.metrics = newMetrics(d.reg)
+	for _, j := range cfg.Jobs {
+		d.status[j.Name] = &Status{Name: j.Name, Type: j.Type, State: StateIdle}
+		d.wakeup[j.Name] = make(chan struct{}, 1)
+	}
+	return d, nil
+}
+
+// Registry returns the daemon's Prometheus registry.
+func (d *Daemon) Registry() *prometheus.Registry { return d.reg }
+
+// Status returns a copy of every job's status, sorted by name.
+func (d *Daemon) Status() []Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []Status
+	for _, s := range d.status {
+		out = append(out, *s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (d *Daemon) update(job string, f func(s *Status)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f(d.status[job])
+}
+
+// ErrNoJob is returned by Wakeup for an unknown job.
+var ErrNoJob = errors.New("no such job")
+
+// Wakeup starts a push job's replication (or a snap job's pruning) now, as
+// `zrepl signal wakeup JOB`; it does not take snapshots.
+func (d *Daemon) Wakeup(job string) error {
+	ch, ok := d.wakeup[job]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrNoJob, job)
+	}
+	select {
+	case ch <- struct{}{}:
+	default: // a wakeup is already pending
+	}
+	return nil
+}
+
+// Run runs every job, the control socket (sock, "" for none) and the
+// monitoring listeners until ctx is done, then shuts down and returns nil,
+// or returns the first error that stops a job or listener from starting.
+func (d *Daemon) Run(ctx context.Context, sock string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(d.cfg.Jobs)+2)
+	var closers []func()
+	defer func() {
+		for _, c := range closers {
+			c()
+		}
+	}()
+	if sock != "" {
+		stop, err := d.serveControl(sock)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, stop)
+	}
+	for _, m := range d.global.Monitoring {
+		l, err := net.Listen("tcp", m.Listen)
+		if err != nil {
+			return fmt.Errorf("monitoring listener: %w", err)
+		}
+		srv := &http.Server{Handler: promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(l) }()
+		closers = append(closers, func() { srv.Close() })
+		d.log.Info("prometheus metrics", "listen", l.Addr().String())
+	}
+	for i := range d.cfg.Jobs {
+		j := &d.cfg.Jobs[i]
+		var run func(context.Context, *config.Job) error
+		switch j.Type {
+		case "push":
+			run = d.runPush
+		case "snap":
+			run = d.runSnap
+		case "sink":
+			run = d.runSink
+		default:
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx, j); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("job %s: %w", j.Name, err)
+			}
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		cancel()
+	}
+	wg.Wait()
+	for _, j := range d.cfg.Jobs {
+		d.update(j.Name, func(s *Status) { s.State = StateStopped })
+	}
+	d.log.Info("daemon stopped")
+	return err
+}
+
+func (d *Daemon) runSink(ctx context.Context, j *config.Job) error {
+	log := d.log.With("job", j.Name)
+	ts := &transport.Server{Logger: log}
+	srv, l, tlsOn, err := d.env.Sink(j, ts)
+	if err != nil {
+		return err
+	}
+	d.update(j.Name, func(s *Status) { s.State, s.Listen = StateServing, l.Addr().String() })
+	errc := make(chan error, 1)
+	go func() {
+		if tlsOn {
+			errc <- srv.ServeTLS(l, "", "")
+		} else {
+			errc <- srv.Serve(l)
+		}
+	}()
+	log.Info("sink serving", "listen", l.Addr().String(), "root_fs", j.RootFS)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		// Let running receives end: Shutdown waits for them, then the
+		// hard Close cuts what is left (the receives keep resume tokens).
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
+		return nil
+	}
+}
+
+// snapshotLoop runs the periodic snapshotter of a job, calling after each
+// round; with manual snapshotting it does nothing.
+func (d *Daemon) snapshotLoop(ctx context.Context, j *config.Job, local Local, after func(*zfsrepl.SnapshotReport)) {
+	sn, err := j.ParseSnapshotting()
+	if err != nil || sn.Type != "periodic" {
+		return
+	}
+	cfg := sn.SnapshotConfig()
+	cfg.Now, cfg.Logger = d.env.Now, d.log.With("job", j.Name)
+	_ = zfsrepl.RunPeriodic(ctx, local, cfg, func(r *zfsrepl.SnapshotReport) {
+		d.metrics.snapshots.WithLabelValues(j.Name).Add(float64(len(r.Taken)))
+		if r.Err() != nil {
+			d.metrics.errors.WithLabelValues(j.Name, "snapshot").Inc()
+		}
+		d.update(j.Name, func(s *Status) { s.Snapshot = r })
+		after(r)
+	})
+}
+
+func (d *Daemon) runPush(ctx context.Context, j *config.Job) error {
+	local, err := d.env.Local(j)
+	if err != nil {
+		return err
+	}
+	remote, closer, err := d.env.Remote(j)
+	if err != nil {
+		return err
+	}
+	if closer != nil {
+		defer closer.Close()
+	}
+	pr, err := j.ParsePruning()
+	if err != nil {
+		return err
+	}
+	wake := d.wakeup[j.Name]
+	go d.snapshotLoop(ctx, j, local, func(*zfsrepl.SnapshotReport) { _ = d.Wakeup(j.Name) })
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		}
+		d.pushOnce(ctx, j, local, remote, pr)
+	}
+}
+
+// pushOnce replicates and prunes once.
+func (d *Daemon) pushOnce(ctx context.Context, j *config.Job, local Local, remote zfsrepl.Receiver, pr config.Pruning) {
+	log := d.log.With("job", j.Name)
+	start := d.env.Now()
+	d.update(j.Name, func(s *Status) { s.State, s.LastStart, s.StepBytes = StateReplicating, start, 0 })
+	rep := zfsrepl.Replicate(ctx, local, remote, zfsrepl.Config{Job: j.Name, Plan: j.PlanConfig(), Logger: log,
+		Progress: func(_ string, _ zfsrepl.Step, n int64) { d.update(j.Name, func(s *Status) { s.StepBytes = n }) }})
+	bytes := rep.Bytes()
+	d.metrics.bytes.WithLabelValues(j.Name).Add(float64(bytes))
+	d.metrics.duration.WithLabelValues(j.Name, "replication").Observe(rep.End.Sub(rep.Start).Seconds())
+	repErr := rep.Err()
+	if repErr != nil {
+		d.metrics.errors.WithLabelValues(j.Name, "replication").Inc()
+		log.Error("replication failed", "err", repErr)
+	}
+	if ctx.Err() != nil {
+		d.finish(j.Name, start, rep, nil, bytes, ctx.Err())
+		return
+	}
+	d.update(j.Name, func(s *Status) { s.State = StatePruning })
+	t0 := time.Now()
+	preps, pruneErr := zfsrepl.PrunePush(ctx, local, remote, pr.KeepSender, pr.KeepReceiver, zfsrepl.PruneOptions{Job: j.Name, Now: d.env.Now(), Logger: log})
+	d.metrics.duration.WithLabelValues(j.Name, "pruning").Observe(time.Since(t0).Seconds())
+	if pruneErr != nil {
+		d.metrics.errors.WithLabelValues(j.Name, "pruning").Inc()
+		log.Error("pruning failed", "err", pruneErr)
+	}
+	d.finish(j.Name, start, rep, preps, bytes, errors.Join(repErr, pruneErr))
+}
+
+func (d *Daemon) finish(job string, start time.Time, rep *zfsrepl.Report, preps []zfsrepl.PruneReport, bytes int64, err error) {
+	pruned := map[string]int{}
+	for _, p := range preps {
+		pruned[p.Side] += len(p.Destroyed)
+		d.metrics.pruned.WithLabelValues(job, p.Side).Add(float64(len(p.Destroyed)))
+	}
+	end := d.env.Now()
+	if err == nil {
+		d.metrics.lastSuccess.WithLabelValues(job).Set(float64(end.Unix()))
+	}
+	d.update(job, func(s *Status) {
+		s.State, s.LastEnd, s.Runs, s.Bytes, s.StepBytes = StateIdle, end, s.Runs+1, bytes, 0
+		s.TotalBytes += bytes
+		s.Replication, s.Prune, s.Pruned = rep, preps, pruned
+		s.LastError = ""
+		if err != nil {
+			s.LastError, s.Errors = err.Error(), s.Errors+1
+		} else {
+			s.LastSuccess = end
+		}
+	})
+}
+
+func (d *Daemon) runSnap(ctx context.Context, j *config.Job) error {
+	local, err := d.env.Local(j)
+	if err != nil {
+		return err
+	}
+	pr, err := j.ParsePruning()
+	if err != nil {
+		return err
+	}
+	wake := d.wakeup[j.Name]
+	go d.snapshotLoop(ctx, j, local, func(*zfsrepl.SnapshotReport) { _ = d.Wakeup(j.Name) })
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		}
+		start := d.env.Now()
+		d.update(j.Name, func(s *Status) { s.State, s.LastStart = StatePruning, start })
+		preps, err := zfsrepl.PruneLocal(ctx, local, pr.Keep, zfsrepl.PruneOptions{Now: d.env.Now(), Logger: d.log.With("job", j.Name)})
+		if err != nil {
+			d.metrics.errors.WithLabelValues(j.Name, "pruning").Inc()
+		}
+		d.finish(j.Name, start, nil, preps, 0, err)
+	}
+}
