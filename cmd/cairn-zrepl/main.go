@@ -2,6 +2,10 @@
 // push job to a sink over mutual TLS (or TCP), reading zrepl's configuration
 // format.
 //
+//	cairn-zrepl daemon --config FILE                   run every push, sink and snap job
+//	cairn-zrepl status [--json] [--config FILE]        each job's state from the running daemon
+//	cairn-zrepl signal wakeup JOB [--config FILE]      replicate and prune a push job now
+//	cairn-zrepl configcheck --config FILE              validate a configuration
 //	cairn-zrepl replicate --config FILE JOB [--json]   one replication round of a push job
 //	cairn-zrepl serve --config FILE JOB                run a sink job in the foreground
 //
@@ -77,7 +81,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		}
 		return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	}
-	root.AddCommand(newReplicate(stdout, logger), newServe(logger))
+	root.AddCommand(newReplicate(stdout, logger), newServe(logger), newDaemon(stdout, logger),
+		newStatus(stdout), newSignal(), newConfigcheck(stdout))
 	return root
 }
 

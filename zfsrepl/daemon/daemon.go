@@ -156,6 +156,22 @@ func New(cfg *config.Config, env Env, log *slog.Logger) (*Daemon, error) {
 	for _, j := range cfg.Jobs {
 		d.status[j.Name] = &Status{Name: j.Name, Type: j.Type, State: StateIdle}
 		d.wakeup[j.Name] = make(chan struct{}, 1)
+		// Export the job's series from the start, at zero.
+		switch j.Type {
+		case "push":
+			d.metrics.bytes.WithLabelValues(j.Name)
+			d.metrics.snapshots.WithLabelValues(j.Name)
+			for _, p := range []string{"snapshot", "replication", "pruning"} {
+				d.metrics.errors.WithLabelValues(j.Name, p)
+			}
+			d.metrics.pruned.WithLabelValues(j.Name, zfsrepl.SideSender)
+			d.metrics.pruned.WithLabelValues(j.Name, zfsrepl.SideReceiver)
+		case "snap":
+			d.metrics.snapshots.WithLabelValues(j.Name)
+			d.metrics.errors.WithLabelValues(j.Name, "snapshot")
+			d.metrics.errors.WithLabelValues(j.Name, "pruning")
+			d.metrics.pruned.WithLabelValues(j.Name, zfsrepl.SideLocal)
+		}
 	}
 	return d, nil
 }
