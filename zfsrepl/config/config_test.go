@@ -1,10 +1,14 @@
 package config
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/cairn-backup/cairn/zfsrepl"
 )
@@ -164,6 +168,45 @@ func TestParsePruningErrors(t *testing.T) {
 		_, err := Parse([]byte(text))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want it to contain %q", name, err, c.want)
+		}
+	}
+}
+
+// TestDeployConfigs loads the zrepl.yml of deploy/zrepl's ConfigMaps and
+// checks the seed's schedule and pruning.
+func TestDeployConfigs(t *testing.T) {
+	for _, f := range []string{"push.yaml", "sink.yaml"} {
+		b, err := os.ReadFile("../../deploy/zrepl/" + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		var cm struct {
+			Kind string
+			Data map[string]string
+		}
+		if err := dec.Decode(&cm); err != nil || cm.Kind != "ConfigMap" {
+			t.Fatalf("%s: first document: %v %q", f, err, cm.Kind)
+		}
+		c, err := Parse([]byte(cm.Data["zrepl.yml"]))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		j := c.Jobs[0]
+		if f == "sink.yaml" {
+			if j.Type != "sink" || j.RootFS != "wdc/zrepl" || j.Serve.ClientCNs[0] != "garage" {
+				t.Fatalf("%s: %+v", f, j)
+			}
+			continue
+		}
+		s, err := j.ParseSnapshotting()
+		if err != nil || s.Interval != 10*time.Minute || s.Prefix != "zrepl_" {
+			t.Fatalf("%s: snapshotting %+v %v", f, s, err)
+		}
+		p, err := j.ParsePruning()
+		if err != nil || len(p.KeepSender.Policies) != 1 || fmt.Sprint(p.KeepSender.Policies[0]) != `last_n 10 ""` ||
+			len(p.KeepReceiver.Policies) != 1 || fmt.Sprint(p.KeepReceiver.Policies[0]) != "grid 1x1h(keep=all) | 24x1h | 30x1d | 6x30d" {
+			t.Fatalf("%s: pruning %v %v", f, p, err)
 		}
 	}
 }
