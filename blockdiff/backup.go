@@ -80,6 +80,13 @@ func (r *Repository) Backup(ctx context.Context, src Source, opts BackupOptions)
 	if err := checkBackupOptions(&opts, r.cfg.BlockSize); err != nil {
 		return nil, err
 	}
+	// The shared lock keeps cleanup out until the manifest is written; the
+	// base and the dedup set are read under it (FORMAT.md, "Locks").
+	lock, err := r.Lock(ctx, LockShared, "backup "+opts.Volume)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release(ctx)
 	base, err := r.backupBase(ctx, opts)
 	if err != nil {
 		return nil, err
@@ -99,6 +106,9 @@ func (r *Repository) Backup(ctx context.Context, src Source, opts BackupOptions)
 	r.log.Info("backup started", "version", v.ID, "volume", v.Volume, "size", v.Size, "base", v.Base, "hints", opts.Hints != nil)
 	b := &backupRun{r: r, src: src, base: base, opts: opts, bs: int64(opts.BlockSize)}
 	runErr := b.run(ctx)
+	if runErr == nil {
+		runErr = lock.Check() // a lost lock may have let a cleanup delete what this version references
+	}
 	return r.finishBackup(ctx, v, b, runErr, start)
 }
 

@@ -106,6 +106,13 @@ type Options struct {
 	Transfers  int          // concurrent object uploads or downloads; 0 = 8
 	// Compression is the zstd level for new objects; 0 = zstd.SpeedFastest.
 	Compression zstd.EncoderLevel
+	// LockTTL is how long this process's repository locks stay valid
+	// without a refresh (they are refreshed every LockTTL/4); 0 =
+	// DefaultLockTTL. See FORMAT.md, "Locks".
+	LockTTL time.Duration
+	// LockWait is how long Backup and the maintenance operations wait for
+	// a conflicting lock to go away; 0 = DefaultLockWait.
+	LockWait time.Duration
 }
 
 // Repository is an open blockdiff repository. It is safe for concurrent use.
@@ -119,7 +126,9 @@ type Repository struct {
 	dedupMu     sync.Mutex
 	dedup       map[ID]struct{} // objects known to exist; nil until loaded
 	dedupLoaded bool
-	inflight    map[ID]*flight // uploads in progress, by ID
+	inflight    map[ID]*flight      // uploads in progress, by ID
+	dedupSegs   map[string]struct{} // index segments the dedup set holds (dedup.go)
+	pending     map[ID]int          // stored by running backups, not yet in a segment
 }
 
 // Init creates a repository in an empty store and returns it open.
@@ -319,6 +328,12 @@ func newRepository(store objstore.Store, cfg Config, master []byte, opts Options
 	}
 	if opts.Compression == 0 {
 		opts.Compression = zstd.SpeedFastest
+	}
+	if opts.LockTTL <= 0 {
+		opts.LockTTL = DefaultLockTTL
+	}
+	if opts.LockWait <= 0 {
+		opts.LockWait = DefaultLockWait
 	}
 	log := opts.Logger
 	if log == nil {

@@ -65,6 +65,9 @@ type Version struct {
 	Error     string            `json:"error,omitempty"`
 	Base      string            `json:"base,omitempty"`
 	Stats     Stats             `json:"stats"`
+	// Damage lists blocks a scrub found missing or corrupt (at most
+	// maxDamage) when it marked the version invalid (scrub.go).
+	Damage []Damage `json:"damage,omitempty"`
 
 	refs []Ref
 }

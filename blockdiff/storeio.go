@@ -94,48 +94,11 @@ func (r *Repository) putVersion(ctx context.Context, v *Version) error {
 	return r.putMeta(ctx, versionKey(v.ID), plain)
 }
 
-// loadDedup reads every index segment once into the set of known objects.
+// loadDedup brings the set of known objects up to date with the index
+// segments (dedup.go): read once, then merged with new segments, and read
+// again after a cleanup compacted the index.
 func (r *Repository) loadDedup(ctx context.Context) error {
-	r.dedupMu.Lock()
-	loaded := r.dedupLoaded
-	r.dedupMu.Unlock()
-	if loaded {
-		return nil
-	}
-	var keys []string
-	for info, err := range r.store.List(ctx, "index/") {
-		if err != nil {
-			return fmt.Errorf("blockdiff: list index: %w", err)
-		}
-		keys = append(keys, info.Key)
-	}
-	set := make(map[ID]struct{})
-	var mu sync.Mutex
-	err := r.parallel(ctx, len(keys), func(ctx context.Context, i int) error {
-		plain, err := r.getMeta(ctx, keys[i])
-		if err != nil {
-			return err
-		}
-		entries, err := decodeIndex(plain)
-		if err != nil {
-			return fmt.Errorf("blockdiff: %s: %w", keys[i], err)
-		}
-		mu.Lock()
-		for _, e := range entries {
-			set[e.ID] = struct{}{}
-		}
-		mu.Unlock()
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	r.dedupMu.Lock()
-	defer r.dedupMu.Unlock()
-	if !r.dedupLoaded {
-		r.dedup, r.dedupLoaded = set, true
-	}
-	return nil
+	return r.refreshDedup(ctx)
 }
 
 // claim reports whether id is new to the repository. For a new ID it returns
@@ -165,6 +128,7 @@ func (r *Repository) land(id ID, f *flight, err error) {
 	delete(r.inflight, id)
 	if err == nil {
 		r.dedup[id] = struct{}{}
+		r.addPending(id)
 	}
 	r.dedupMu.Unlock()
 	f.err = err
@@ -178,7 +142,9 @@ func (r *Repository) writeIndex(ctx context.Context, entries []indexEntry) error
 	}
 	name := make([]byte, 16)
 	_, _ = rand.Read(name)
-	return r.putMeta(ctx, "index/"+hex.EncodeToString(name), encodeIndex(entries))
+	err := r.putMeta(ctx, "index/"+hex.EncodeToString(name), encodeIndex(entries))
+	r.donePending(entries, err == nil)
+	return err
 }
 
 // parallel runs fn for 0..n-1 on Transfers goroutines and returns the first

@@ -125,6 +125,11 @@ func (r *Repository) BackupStream(ctx context.Context, src io.Reader, opts Strea
 	if err := CheckChunkerParams(r.cfg.Chunker); err != nil {
 		return nil, err
 	}
+	lock, err := r.Lock(ctx, LockShared, "stream backup "+opts.Volume) // FORMAT.md, "Locks"
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release(ctx)
 	if err := r.loadDedup(ctx); err != nil {
 		return nil, err
 	}
@@ -140,6 +145,9 @@ func (r *Repository) BackupStream(ctx context.Context, src io.Reader, opts Strea
 	b := &backupRun{r: r, opts: bo}
 	runErr := b.runStream(ctx, src, opts.Progress)
 	v.Size = b.bytesRead.Load()
+	if runErr == nil {
+		runErr = lock.Check()
+	}
 	return r.finishBackup(ctx, v, b, runErr, start)
 }
 

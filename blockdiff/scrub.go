@@ -1,0 +1,466 @@
+package blockdiff
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cairn-backup/cairn/objstore"
+)
+
+// maxDamage bounds the damage a manifest and a scrub report record per
+// version.
+const maxDamage = 64
+
+// Problems a scrub finds with an object.
+const (
+	ProblemMissing = "missing" // the object does not exist
+	ProblemSize    = "size"    // it exists with another size than the index records
+	ProblemCorrupt = "corrupt" // it does not decode, or its content does not match its ID
+)
+
+// Damage is one block of a version that a scrub found missing or corrupt.
+type Damage struct {
+	Offset  int64  `json:"offset"`  // byte offset of the block in the version
+	Length  int64  `json:"length"`  // plaintext length of the block
+	Object  string `json:"object"`  // the data object's ID
+	Problem string `json:"problem"` // ProblemMissing, ProblemSize or ProblemCorrupt
+	Detail  string `json:"detail,omitempty"`
+}
+
+// ScrubOptions select what Scrub checks.
+type ScrubOptions struct {
+	// Deep reads every object, decrypts, decompresses and hashes it; without
+	// it, a scrub checks that every object exists with the size the index
+	// records.
+	Deep bool
+	// Versions are the versions to check (any status); All adds every valid
+	// version. One of them is required.
+	Versions []string
+	All      bool
+	// Percent checks a random sample of this share of the referenced objects
+	// (Benji's -p); 0 and 100 check all of them.
+	Percent float64
+	// Progress, when set, is called (from several goroutines) with the
+	// objects checked so far and their number.
+	Progress func(done, total int64)
+}
+
+// ScrubFailure is a damaged block of one version in a ScrubReport.
+type ScrubFailure struct {
+	Version string `json:"version"`
+	Volume  string `json:"volume"`
+	Damage
+}
+
+// ScrubReport is the result of Scrub.
+type ScrubReport struct {
+	Deep            bool    `json:"deep"`
+	Percent         float64 `json:"percent"`
+	VersionsChecked int     `json:"versions_checked"`
+	ObjectsChecked  int     `json:"objects_checked"`
+	BytesChecked    int64   `json:"bytes_checked"` // stored bytes of the objects checked
+	// Failures are the damaged blocks of every version that references a
+	// damaged object, checked or not (at most maxDamage a version).
+	Failures []ScrubFailure `json:"failures"`
+	// Marked are the versions this scrub marked invalid: the damaged ones
+	// and every other version sharing a damaged object.
+	Marked []string `json:"marked_invalid"`
+	// Invalid are the checked versions that are not valid now (marked by
+	// this scrub, or invalid or incomplete before).
+	Invalid []string `json:"invalid"`
+	// IndexRepaired says the damaged objects were dropped from the index,
+	// so that new backups store those blocks again instead of referencing
+	// them. False when there was nothing to repair or the exclusive lock
+	// was not available (cleanup drops them later).
+	IndexRepaired bool    `json:"index_repaired"`
+	Duration      float64 `json:"duration_seconds"`
+}
+
+// OK reports whether every checked version is valid and nothing was damaged.
+func (s *ScrubReport) OK() bool {
+	return len(s.Failures) == 0 && len(s.Invalid) == 0 && len(s.Marked) == 0
+}
+
+// objLoc is where a version references an object.
+type objLoc struct {
+	v      int // index into the scrubbed versions
+	off    int64
+	length int64
+}
+
+// Scrub checks the objects that versions reference (every one exists with
+// the expected size; with Deep, every one decodes and hashes to its ID). A
+// version referencing a missing or corrupt object is marked invalid, and so
+// is every other version sharing that object; the damaged objects are then
+// dropped from the index so that the next backup meeting those blocks stores
+// them again (which repairs a corrupt object in place). Transient store
+// errors fail the scrub without marking anything. Scrub holds a shared lock
+// while it checks, so that no cleanup runs meanwhile.
+func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubReport, error) {
+	start := time.Now()
+	if opts.Percent < 0 || opts.Percent > 100 {
+		return nil, fmt.Errorf("blockdiff: scrub: percent %v out of 0..100", opts.Percent)
+	}
+	if !opts.All && len(opts.Versions) == 0 {
+		return nil, errors.New("blockdiff: scrub: name versions or ask for all")
+	}
+	op := "scrub"
+	if opts.Deep {
+		op = "deep-scrub"
+	}
+	lock, err := r.Lock(ctx, LockShared, op)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release(ctx)
+	vs, err := r.scrubSelect(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	rep := &ScrubReport{Deep: opts.Deep, Percent: opts.Percent, VersionsChecked: len(vs), Failures: []ScrubFailure{},
+		Marked: []string{}, Invalid: []string{}}
+	locs := map[ID][]objLoc{}
+	var ids []ID
+	for vi, v := range vs {
+		var off int64
+		for _, ref := range v.refs {
+			if !ref.Sparse {
+				if _, seen := locs[ref.ID]; !seen {
+					ids = append(ids, ref.ID)
+				}
+				locs[ref.ID] = append(locs[ref.ID], objLoc{vi, off, ref.Length})
+			}
+			off += ref.Length
+		}
+	}
+	ids = sampleIDs(ids, opts.Percent)
+	bad, checkedBytes, err := r.checkObjects(ctx, ids, locs, opts)
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: %s: %w", op, err)
+	}
+	rep.ObjectsChecked, rep.BytesChecked = len(ids), checkedBytes
+	if len(bad) > 0 {
+		if err := r.markDamaged(ctx, bad, rep, op); err != nil {
+			return rep, err
+		}
+	}
+	for _, v := range vs {
+		if slices.Contains(rep.Marked, v.ID) || v.Status != StatusValid {
+			rep.Invalid = append(rep.Invalid, v.ID)
+		}
+	}
+	if err := lock.Release(ctx); err != nil {
+		r.log.Warn("could not release the scrub lock", "err", err)
+	}
+	if len(bad) > 0 {
+		if err := r.dropFromIndex(ctx, bad); err != nil {
+			r.log.Warn("damaged objects are still in the index (cleanup will drop them)", "err", err)
+		} else {
+			rep.IndexRepaired = true
+		}
+	}
+	rep.Duration = time.Since(start).Seconds()
+	r.log.Info(op+" done", "versions", rep.VersionsChecked, "objects", rep.ObjectsChecked, "bytes", rep.BytesChecked,
+		"damaged_objects", len(bad), "marked_invalid", len(rep.Marked))
+	return rep, nil
+}
+
+// scrubSelect reads the versions a scrub checks: the named ones (any status)
+// and, with All, every valid one.
+func (r *Repository) scrubSelect(ctx context.Context, opts ScrubOptions) ([]*Version, error) {
+	var vs []*Version
+	seen := map[string]bool{}
+	if opts.All {
+		all, err := r.List(ctx, Filter{})
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range all {
+			if v.Status == StatusValid {
+				vs = append(vs, v)
+				seen[v.ID] = true
+			}
+		}
+	}
+	for _, id := range opts.Versions {
+		if seen[id] {
+			continue
+		}
+		v, err := r.Version(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		seen[id] = true
+		vs = append(vs, v)
+	}
+	return vs, nil
+}
+
+// sampleIDs keeps a random pct percent of ids (at least one), or all of them
+// for 0 and 100.
+func sampleIDs(ids []ID, pct float64) []ID {
+	if pct <= 0 || pct >= 100 || len(ids) == 0 {
+		return ids
+	}
+	k := max(int(float64(len(ids))*pct/100+0.5), 1)
+	mrand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+	return ids[:k]
+}
+
+// damage is what is wrong with one object.
+type damage struct {
+	problem, detail string
+}
+
+// checkObjects checks ids and returns the damaged ones. Errors other than a
+// missing or undecodable object abort the check: they say nothing about the
+// object.
+func (r *Repository) checkObjects(ctx context.Context, ids []ID, locs map[ID][]objLoc, opts ScrubOptions) (map[ID]damage, int64, error) {
+	var idx map[ID]indexEntry
+	var listed map[ID]int64 // from one listing of data/ when checking many objects
+	if !opts.Deep {
+		var err error
+		if idx, _, err = r.readIndex(ctx); err != nil {
+			return nil, 0, err
+		}
+		if len(ids) > 1000 {
+			listed = map[ID]int64{}
+			for info, err := range r.store.List(ctx, "data/") {
+				if err != nil {
+					return nil, 0, fmt.Errorf("list data: %w", err)
+				}
+				if id, ok := parseDataKey(info.Key); ok {
+					listed[id] = info.Size
+				}
+			}
+		}
+	}
+	var mu sync.Mutex
+	bad := map[ID]damage{}
+	var bytes, done atomic.Int64
+	bufs := make(chan *[2][]byte, r.opts.Transfers)
+	for range cap(bufs) {
+		bufs <- &[2][]byte{}
+	}
+	err := r.parallel(ctx, len(ids), func(ctx context.Context, i int) error {
+		id := ids[i]
+		var d *damage
+		var size int64
+		var err error
+		if opts.Deep {
+			b := <-bufs
+			size, d, err = r.deepCheck(ctx, id, locs[id][0].length, b)
+			bufs <- b
+		} else {
+			size, d, err = r.lightCheck(ctx, id, idx, listed)
+		}
+		if err != nil {
+			return err
+		}
+		bytes.Add(size)
+		if d != nil {
+			mu.Lock()
+			bad[id] = *d
+			mu.Unlock()
+			r.log.Error("damaged object", "object", id.String(), "problem", d.problem, "detail", d.detail)
+		}
+		if n := done.Add(1); opts.Progress != nil {
+			opts.Progress(n, int64(len(ids)))
+		}
+		return nil
+	})
+	return bad, bytes.Load(), err
+}
+
+// lightCheck checks that an object exists with the stored size the index
+// records (any size up to the largest object when no segment lists it).
+func (r *Repository) lightCheck(ctx context.Context, id ID, idx map[ID]indexEntry, listed map[ID]int64) (int64, *damage, error) {
+	var size int64
+	if listed != nil {
+		s, ok := listed[id]
+		if !ok {
+			return 0, &damage{problem: ProblemMissing}, nil
+		}
+		size = s
+	} else {
+		info, err := r.store.Stat(ctx, dataKey(id))
+		if errors.Is(err, objstore.ErrNotExist) {
+			return 0, &damage{problem: ProblemMissing}, nil
+		}
+		if err != nil {
+			return 0, nil, fmt.Errorf("stat %s: %w", dataKey(id), err)
+		}
+		size = info.Size
+	}
+	if e, ok := idx[id]; ok && e.Stored != size {
+		return size, &damage{problem: ProblemSize, detail: fmt.Sprintf("%d bytes stored, the index records %d", size, e.Stored)}, nil
+	}
+	if size < 1 || size > MaxBlockSize*4+1024 {
+		return size, &damage{problem: ProblemSize, detail: fmt.Sprintf("%d bytes stored", size)}, nil
+	}
+	return size, nil, nil
+}
+
+// deepCheck reads, decodes and hashes an object; b holds reusable buffers.
+func (r *Repository) deepCheck(ctx context.Context, id ID, length int64, b *[2][]byte) (int64, *damage, error) {
+	key := dataKey(id)
+	body, err := r.readInto(ctx, key, b[0], MaxBlockSize*4+1024)
+	switch {
+	case errors.Is(err, objstore.ErrNotExist):
+		return 0, &damage{problem: ProblemMissing}, nil
+	case errors.Is(err, ErrCorrupt):
+		return 0, &damage{problem: ProblemSize, detail: err.Error()}, nil
+	case err != nil:
+		return 0, nil, err
+	}
+	b[0] = body
+	size := int64(len(body))
+	plain, err := r.codec.open(key, body, b[1], false)
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnsupportedFormat) {
+			return size, &damage{problem: ProblemCorrupt, detail: err.Error()}, nil
+		}
+		return size, nil, err
+	}
+	b[1] = plain
+	if int64(len(plain)) != length {
+		return size, &damage{problem: ProblemCorrupt, detail: fmt.Sprintf("%d bytes decoded, %d referenced", len(plain), length)}, nil
+	}
+	if r.codec.hash(plain) != id {
+		return size, &damage{problem: ProblemCorrupt, detail: "content does not match its ID"}, nil
+	}
+	return size, nil, nil
+}
+
+// parseDataKey returns the ID of a data object key, or false for any other key.
+func parseDataKey(key string) (ID, bool) {
+	rest, ok := strings.CutPrefix(key, "data/")
+	if !ok || len(rest) != 3+64 || rest[2] != '/' || rest[:2] != rest[3:5] {
+		return ID{}, false
+	}
+	id, err := ParseID(rest[3:])
+	return id, err == nil
+}
+
+// markDamaged marks every version that references a damaged object invalid,
+// recording where, and fills the report.
+func (r *Repository) markDamaged(ctx context.Context, bad map[ID]damage, rep *ScrubReport, op string) error {
+	all, err := r.List(ctx, Filter{})
+	if err != nil {
+		return err
+	}
+	for _, v := range all {
+		ds := damagedBlocks(v, bad)
+		if len(ds) == 0 {
+			continue
+		}
+		for _, d := range ds {
+			rep.Failures = append(rep.Failures, ScrubFailure{Version: v.ID, Volume: v.Volume, Damage: d})
+		}
+		if v.Status == StatusInvalid {
+			continue
+		}
+		_, err := r.update(ctx, v.ID, func(v *Version) error {
+			ds := damagedBlocks(v, bad) // of the manifest as it is now
+			v.Status, v.Damage = StatusInvalid, ds
+			v.Error = fmt.Sprintf("%s %s: %d damaged blocks, first at offset %d (object %s %s)",
+				op, time.Now().UTC().Format(time.RFC3339), len(ds), ds[0].Offset, ds[0].Object, ds[0].Problem)
+			return nil
+		})
+		if errors.Is(err, ErrVersionNotFound) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("blockdiff: mark %s invalid: %w", v.ID, err)
+		}
+		rep.Marked = append(rep.Marked, v.ID)
+		r.log.Error("version marked invalid", "version", v.ID, "volume", v.Volume, "damaged_blocks", len(ds))
+	}
+	return nil
+}
+
+// damagedBlocks lists the blocks of v that reference bad objects (at most
+// maxDamage).
+func damagedBlocks(v *Version, bad map[ID]damage) []Damage {
+	var out []Damage
+	var off int64
+	for _, ref := range v.refs {
+		if d, ok := bad[ref.ID]; ok && !ref.Sparse && len(out) < maxDamage {
+			out = append(out, Damage{Offset: off, Length: ref.Length, Object: ref.ID.String(), Problem: d.problem, Detail: d.detail})
+		}
+		off += ref.Length
+	}
+	return out
+}
+
+// dropFromIndex rewrites, under the exclusive lock, every index segment that
+// lists a bad object without it (new segment first, then the old one goes).
+func (r *Repository) dropFromIndex(ctx context.Context, bad map[ID]damage) error {
+	lock, err := r.lock(ctx, LockExclusive, "scrub: index repair", min(r.opts.LockWait, time.Minute))
+	if err != nil {
+		return err
+	}
+	defer lock.Release(ctx)
+	keys, err := r.listIndex(ctx)
+	if err != nil {
+		return err
+	}
+	rewrite := map[string][]indexEntry{}
+	_, err = r.readSegments(ctx, keys, func(key string, entries []indexEntry) {
+		var keep []indexEntry
+		hit := false
+		for _, e := range entries {
+			if _, ok := bad[e.ID]; ok {
+				hit = true
+			} else {
+				keep = append(keep, e)
+			}
+		}
+		if hit {
+			rewrite[key] = keep
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for key, keep := range rewrite {
+		if err := lock.Check(); err != nil {
+			return err
+		}
+		if err := r.putSegments(ctx, keep); err != nil {
+			return err
+		}
+		if err := r.store.Delete(ctx, key); err != nil {
+			return fmt.Errorf("blockdiff: delete index segment %s: %w", key, err)
+		}
+	}
+	return nil
+}
+
+// maxSegmentEntries bounds the entries of one segment written by cleanup, so
+// that a segment stays far below the decoder's size bound.
+const maxSegmentEntries = 1 << 20
+
+// putSegments writes entries as new index segments and returns once all are
+// stored.
+func (r *Repository) putSegments(ctx context.Context, entries []indexEntry) error {
+	for len(entries) > 0 {
+		n := min(len(entries), maxSegmentEntries)
+		name := make([]byte, 16)
+		_, _ = rand.Read(name)
+		if err := r.putMeta(ctx, "index/"+hex.EncodeToString(name), encodeIndex(entries[:n])); err != nil {
+			return err
+		}
+		entries = entries[n:]
+	}
+	return nil
+}
