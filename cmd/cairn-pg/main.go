@@ -6,6 +6,8 @@
 //	cairn-pg dump    --repo URL [--dsn DSN] [--mode dumpall|per-database] [--database DB]... [--cluster NAME] [--label k=v]... [--json] [-- TOOL-ARGS]
 //	cairn-pg restore --repo URL VERSION [--to -] | [--target-dsn DSN [--database DB] [--strict]] | [--verify --target-dsn DSN]
 //	cairn-pg ls      --repo URL [--cluster NAME] [--volume V] [--label k=v]... [--json]
+//	cairn-pg enforce --repo URL RULES [--cluster NAME] [--volume V] [--dry-run] [--json]
+//	cairn-pg cleanup --repo URL [--grace DURATION] [--dry-run] [--json]
 //
 // --repo defaults to $CAIRN_REPO; the passphrase of an encrypted repository
 // comes from $CAIRN_PASSWORD or --password-file. The server is reached with
