@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/cairn-backup/cairn/blockdiff"
 	"github.com/cairn-backup/cairn/objstore"
@@ -44,6 +45,8 @@ type app struct {
 	passwordFile string
 	logLevel     string
 	log          *slog.Logger
+	lockTTL      time.Duration // --lock-ttl (maintenance.go)
+	lockWait     time.Duration // --lock-wait
 }
 
 // run executes one command line and returns the exit code.
@@ -86,7 +89,8 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(a.initCmd(), a.backupCmd(), a.restoreCmd(), a.lsCmd(), a.rmCmd(),
 		a.protectCmd(true), a.protectCmd(false), a.labelCmd())
-	a.addCephCommands(root) // rbd:// for backup and restore, backup-all (rbdcmd.go)
+	a.addCephCommands(root)        // rbd:// for backup and restore, backup-all (rbdcmd.go)
+	a.addMaintenanceCommands(root) // scrub, enforce, cleanup, locks, nbd... (maintenance.go)
 	return root
 }
 
@@ -156,7 +160,8 @@ func (a *app) withRepo(ctx context.Context, fn func(r *blockdiff.Repository) err
 	if err != nil {
 		return err
 	}
-	r, err := blockdiff.Open(ctx, s, blockdiff.Options{Passphrase: pass, Logger: a.log})
+	r, err := blockdiff.Open(ctx, s, blockdiff.Options{Passphrase: pass, Logger: a.log,
+		LockTTL: a.lockTTL, LockWait: a.lockWait})
 	if errors.Is(err, blockdiff.ErrPassphraseRequired) {
 		return fmt.Errorf("%w: set CAIRN_PASSWORD or use --password-file", err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -153,17 +154,20 @@ func (a *app) restoreCmd() *cobra.Command {
 			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				bar := newProgress(a.io.err, "restore "+as[0])
 				err := r.RestoreFile(cmd.Context(), as[0], as[1],
-					blockdiff.RestoreFileOptions{Overwrite: force, Sparse: sparse, Progress: bar.update})
+					blockdiff.RestoreFileOptions{Overwrite: force, AllowInvalid: force, Sparse: sparse, Progress: bar.update})
 				bar.finish()
 				if err == nil {
 					a.log.Info("restored", "version", as[0], "dest", as[1])
+				}
+				if errors.Is(err, blockdiff.ErrNotValid) {
+					return fmt.Errorf("%w (a scrub or a failed backup marked it; see ls --json; --force restores it anyway, still verifying every block)", err)
 				}
 				return err
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&sparse, "sparse", false, "skip writing zero blocks to an existing destination (a file is emptied first; a device must read as zeros)")
-	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing file or device")
+	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing file or device, and restore a version that is not valid")
 	return cmd
 }
 

@@ -10,6 +10,16 @@
 //	cairn-block rm      --repo URL [--force] VERSION...
 //	cairn-block protect|unprotect --repo URL VERSION...
 //	cairn-block label   --repo URL VERSION k=v... | k-
+//	cairn-block scrub|deep-scrub --repo URL [VERSION...|--all] [--percent P] [--json]
+//	cairn-block enforce --repo URL RULES [--volume V] [--label k=v]... [--dry-run] [--json]
+//	cairn-block cleanup --repo URL [--grace DURATION] [--dry-run] [--json]
+//	cairn-block locks|unlock [--force] --repo URL
+//	cairn-block storage-stats --repo URL [--json]
+//	cairn-block nbd     --repo URL [--listen 127.0.0.1:10809]
+//
+// restore --force also restores a version that a scrub or a failed backup
+// marked invalid (every block is still verified). Backups hold a shared
+// repository lock and cleanup an exclusive one (--lock-ttl, --lock-wait).
 //
 // --repo defaults to $CAIRN_REPO. The passphrase of an encrypted repository
 // comes from $CAIRN_PASSWORD or --password-file, never from a flag value.
