@@ -173,18 +173,19 @@ func (a *app) restoreCmd() *cobra.Command {
 
 // versionJSON is one element of ls --json.
 type versionJSON struct {
-	ID        string            `json:"id"`
-	Volume    string            `json:"volume"`
-	Kind      string            `json:"kind"`
-	Created   string            `json:"created"`
-	Size      int64             `json:"size"`
-	BlockSize int               `json:"block_size"`
-	Status    string            `json:"status"`
-	Protected bool              `json:"protected"`
-	Labels    map[string]string `json:"labels"`
-	Base      string            `json:"base,omitempty"`
-	Error     string            `json:"error,omitempty"`
-	Stats     blockdiff.Stats   `json:"stats"`
+	ID        string             `json:"id"`
+	Volume    string             `json:"volume"`
+	Kind      string             `json:"kind"`
+	Created   string             `json:"created"`
+	Size      int64              `json:"size"`
+	BlockSize int                `json:"block_size"`
+	Status    string             `json:"status"`
+	Protected bool               `json:"protected"`
+	Labels    map[string]string  `json:"labels"`
+	Base      string             `json:"base,omitempty"`
+	Error     string             `json:"error,omitempty"`
+	Stats     blockdiff.Stats    `json:"stats"`
+	Damage    []blockdiff.Damage `json:"damage,omitempty"` // blocks a scrub found missing or corrupt
 }
 
 func (a *app) lsCmd() *cobra.Command {
@@ -211,7 +212,7 @@ func (a *app) lsCmd() *cobra.Command {
 						out = append(out, versionJSON{ID: v.ID, Volume: v.Volume, Kind: string(v.Kind),
 							Created: v.Created.Format(time.RFC3339), Size: v.Size, BlockSize: v.BlockSize,
 							Status: string(v.Status), Protected: v.Protected, Labels: v.Labels, Base: v.Base,
-							Error: v.Error, Stats: v.Stats})
+							Error: v.Error, Stats: v.Stats, Damage: v.Damage})
 					}
 					return writeJSON(a.io.out, out)
 				}

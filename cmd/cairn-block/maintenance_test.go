@@ -91,8 +91,8 @@ func TestCLIScrubAndForcedRestore(t *testing.T) {
 		t.Fatalf("scrub report: %s", out)
 	}
 	for _, v := range c.versions() {
-		if v.Status != "invalid" {
-			t.Errorf("%s is %s", v.ID, v.Status)
+		if v.Status != "invalid" || len(v.Damage) != 1 || v.Damage[0].Problem != "missing" {
+			t.Errorf("%s is %s, damage %+v", v.ID, v.Status, v.Damage)
 		}
 	}
 	if !strings.Contains(c.ok("ls"), "invalid") {
