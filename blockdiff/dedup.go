@@ -143,12 +143,22 @@ func (r *Repository) addPending(id ID) {
 }
 
 // donePending is called once a backup's index segment write ended: its
-// objects are in the index now, or (when the write failed) forgotten, so
-// that the next backup stores them again rather than trust an object no
-// segment lists.
-func (r *Repository) donePending(entries []indexEntry, written bool) {
+// objects are in the index now, under key, or (when the write failed)
+// forgotten, so that the next backup stores them again rather than trust an
+// object no segment lists. A written segment joins the segments the set
+// holds, so that its replacement by a scrub's repair or a cleanup's
+// compaction is noticed like that of any segment read.
+func (r *Repository) donePending(key string, entries []indexEntry, written bool) {
 	r.dedupMu.Lock()
 	defer r.dedupMu.Unlock()
+	if written && r.dedupLoaded {
+		segs := maps.Clone(r.dedupSegs) // copy on write: refreshDedup reads it unlocked
+		if segs == nil {
+			segs = map[string]struct{}{}
+		}
+		segs[key] = struct{}{}
+		r.dedupSegs = segs
+	}
 	for _, e := range entries {
 		if n := r.pending[e.ID] - 1; n > 0 {
 			r.pending[e.ID] = n

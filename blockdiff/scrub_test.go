@@ -111,9 +111,10 @@ func TestScrubMarksExactlyTheAffectedVersions(t *testing.T) {
 			}
 
 			// The damaged objects left the index: backing the data up again
-			// stores them again, which heals the repository.
+			// stores them again, which heals the repository. The process that
+			// stored them (and scrubbed) notices too.
 			r2 := openRepo(t, s, Options{Passphrase: []byte(pass)})
-			v6 := backupBytes(t, r2, "vol", imgs[1], BackupOptions{})
+			v6 := backupBytes(t, r, "vol", imgs[1], BackupOptions{})
 			v7 := backupBytes(t, r2, "vol", imgs[2], BackupOptions{})
 			if v6.Stats.BlocksNew != 1 || v7.Stats.BlocksNew != 1 {
 				t.Fatalf("re-backup stored %d and %d blocks, want 1 each", v6.Stats.BlocksNew, v7.Stats.BlocksNew)

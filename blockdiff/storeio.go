@@ -142,8 +142,9 @@ func (r *Repository) writeIndex(ctx context.Context, entries []indexEntry) error
 	}
 	name := make([]byte, 16)
 	_, _ = rand.Read(name)
-	err := r.putMeta(ctx, "index/"+hex.EncodeToString(name), encodeIndex(entries))
-	r.donePending(entries, err == nil)
+	key := "index/" + hex.EncodeToString(name)
+	err := r.putMeta(ctx, key, encodeIndex(entries))
+	r.donePending(key, entries, err == nil)
 	return err
 }
 
