@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"slices"
 	"sync"
 	"time"
@@ -24,18 +25,18 @@ func (c *cephFlags) connect() (*rbd.Conn, error) {
 func (a *app) backupRBD(cmd *cobra.Command, cf *cephFlags, source, volume string) error {
 	u, err := rbd.ParseURL(source)
 	if err != nil {
-		return usageError{err}
+		return cli.UsageError{Err: err}
 	}
 	f := cmd.Flags()
 	if base, _ := f.GetString("base"); base != "" {
-		return usagef("--base does not apply to rbd:// sources: the base is found from the image's snapshots")
+		return cli.Usagef("--base does not apply to rbd:// sources: the base is found from the image's snapshots")
 	}
 	if hints, _ := f.GetString("hints"); hints != "" {
-		return usagef("--hints does not apply to rbd:// sources: the changes come from the snapshots' diff")
+		return cli.Usagef("--hints does not apply to rbd:// sources: the changes come from the snapshots' diff")
 	}
-	opts := rbd.BackupOptions{Volume: volume, Logger: a.log}
+	opts := rbd.BackupOptions{Volume: volume, Logger: a.Log}
 	labels, _ := f.GetStringArray("label")
-	if opts.Labels, err = parseLabels(labels); err != nil {
+	if opts.Labels, err = cli.ParseLabels(labels); err != nil {
 		return err
 	}
 	bsFlag, _ := f.GetString("block-size")
@@ -45,7 +46,7 @@ func (a *app) backupRBD(cmd *cobra.Command, cf *cephFlags, source, volume string
 	}
 	opts.BlockSize = int(bs)
 	if opts.VerifyPercent, _ = f.GetFloat64("verify-hints"); opts.VerifyPercent < 0 || opts.VerifyPercent > 100 {
-		return usagef("--verify-hints %v: want a percentage 0..100", opts.VerifyPercent)
+		return cli.Usagef("--verify-hints %v: want a percentage 0..100", opts.VerifyPercent)
 	}
 	asJSON, _ := f.GetBool("json")
 	conn, err := cf.connect()
@@ -53,8 +54,8 @@ func (a *app) backupRBD(cmd *cobra.Command, cf *cephFlags, source, volume string
 		return err
 	}
 	defer conn.Close()
-	return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-		bar := newProgress(a.io.err, "backup "+volume)
+	return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+		bar := newProgress(a.IO.Err, "backup "+volume)
 		opts.Progress = bar.update
 		res, err := conn.Backup(cmd.Context(), r, u, opts)
 		bar.finish()
@@ -62,14 +63,14 @@ func (a *app) backupRBD(cmd *cobra.Command, cf *cephFlags, source, volume string
 			return err
 		}
 		v := res.Version
-		a.log.Info("rbd backup done", "version", v.ID, "snapshot", res.Snapshot, "base", res.Base,
+		a.Log.Info("rbd backup done", "version", v.ID, "snapshot", res.Snapshot, "base", res.Base,
 			"full_reason", res.FullReason, "bytes_read", res.BytesRead, "removed_snapshots", res.RemovedSnapshots)
 		if asJSON {
-			return writeJSON(a.io.out, backupJSON{ID: v.ID, Volume: v.Volume, Size: v.Size,
+			return writeJSON(a.IO.Out, backupJSON{ID: v.ID, Volume: v.Volume, Size: v.Size,
 				Created: v.Created.Format(time.RFC3339), Base: v.Base, Labels: v.Labels,
 				Status: string(v.Status), Stats: v.Stats})
 		}
-		_, err = fmt.Fprintln(a.io.out, v.ID)
+		_, err = fmt.Fprintln(a.IO.Out, v.ID)
 		return err
 	})
 }
@@ -78,10 +79,10 @@ func (a *app) backupRBD(cmd *cobra.Command, cf *cephFlags, source, volume string
 func (a *app) restoreRBD(cmd *cobra.Command, cf *cephFlags, id, dest string) error {
 	u, err := rbd.ParseURL(dest)
 	if err != nil {
-		return usageError{err}
+		return cli.UsageError{Err: err}
 	}
 	if u.Snapshot != "" {
-		return usagef("restore to %s: name an image, not a snapshot", dest)
+		return cli.Usagef("restore to %s: name an image, not a snapshot", dest)
 	}
 	force, _ := cmd.Flags().GetBool("force")
 	conn, err := cf.connect()
@@ -89,12 +90,12 @@ func (a *app) restoreRBD(cmd *cobra.Command, cf *cephFlags, id, dest string) err
 		return err
 	}
 	defer conn.Close()
-	return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-		bar := newProgress(a.io.err, "restore "+id)
+	return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+		bar := newProgress(a.IO.Err, "restore "+id)
 		err := conn.Restore(cmd.Context(), r, id, u, rbd.RestoreOptions{Force: force, Progress: bar.update})
 		bar.finish()
 		if err == nil {
-			a.log.Info("restored", "version", id, "dest", u.String())
+			a.Log.Info("restored", "version", id, "dest", u.String())
 		}
 		return err
 	})
@@ -119,9 +120,9 @@ func (a *app) backupAll(cmd *cobra.Command, o *backupAllOptions) error {
 			todo = append(todo, n)
 		}
 	}
-	a.log.Info("backup-all", "pool", o.pool, "images", len(names), "matching", len(todo))
+	a.Log.Info("backup-all", "pool", o.pool, "images", len(names), "matching", len(todo))
 	sum := backupAllJSON{Pool: o.pool, Namespace: o.ns, Images: make([]imageResultJSON, len(todo))}
-	err = a.withRepo(ctx, func(r *blockdiff.Repository) error {
+	err = a.WithRepo(ctx, func(r *blockdiff.Repository) error {
 		sem := make(chan struct{}, o.parallel)
 		var wg sync.WaitGroup
 		for i, name := range todo {
@@ -146,17 +147,17 @@ func (a *app) backupOne(ctx context.Context, conn *rbd.Conn, r *blockdiff.Reposi
 	res := imageResultJSON{Image: u.Spec(), Volume: o.volumePrefix + name}
 	start := time.Now()
 	out, err := conn.Backup(ctx, r, u, rbd.BackupOptions{Volume: res.Volume, Labels: o.labels,
-		BlockSize: o.blockSize, Logger: a.log.With("image", u.Spec())})
+		BlockSize: o.blockSize, Logger: a.Log.With("image", u.Spec())})
 	res.Seconds = time.Since(start).Seconds()
 	if err != nil {
 		res.Error = err.Error()
-		a.log.Error("image backup failed", "image", u.Spec(), "err", err)
+		a.Log.Error("image backup failed", "image", u.Spec(), "err", err)
 		return res
 	}
 	v := out.Version
 	res.OK, res.Version, res.Snapshot, res.Base, res.FullReason = true, v.ID, out.Snapshot, out.Base, out.FullReason
 	res.Size, res.BytesRead, res.BytesWritten, res.Removed = v.Size, out.BytesRead, v.Stats.BytesWritten, out.RemovedSnapshots
-	a.log.Info("image backed up", "image", u.Spec(), "version", v.ID, "base", out.Base, "bytes_read", out.BytesRead)
+	a.Log.Info("image backed up", "image", u.Spec(), "version", v.ID, "base", out.Base, "bytes_read", out.BytesRead)
 	return res
 }
 
@@ -196,15 +197,15 @@ func (a *app) summarize(sum backupAllJSON, asJSON bool) error {
 		}
 	}
 	if asJSON {
-		if err := writeJSON(a.io.out, sum); err != nil {
+		if err := writeJSON(a.IO.Out, sum); err != nil {
 			return err
 		}
 	} else {
 		for _, r := range sum.Images {
 			if r.OK {
-				fmt.Fprintf(a.io.out, "ok\t%s\t%s\tread %s\n", r.Image, r.Version, humanBytes(r.BytesRead))
+				fmt.Fprintf(a.IO.Out, "ok\t%s\t%s\tread %s\n", r.Image, r.Version, cli.HumanBytes(r.BytesRead))
 			} else {
-				fmt.Fprintf(a.io.out, "FAILED\t%s\t%s\n", r.Image, r.Error)
+				fmt.Fprintf(a.IO.Out, "FAILED\t%s\t%s\n", r.Image, r.Error)
 			}
 		}
 	}

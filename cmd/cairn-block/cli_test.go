@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -14,26 +15,26 @@ import (
 	"github.com/cairn-backup/cairn/objstore"
 )
 
-// cli runs cairn-block in-process with the given environment.
-type cli struct {
+// tcli runs cairn-block in-process with the given environment.
+type tcli struct {
 	t   *testing.T
 	env map[string]string
 }
 
-func newCLI(t *testing.T) *cli {
-	return &cli{t: t, env: map[string]string{"CAIRN_REPO": "mem://" + strings.ReplaceAll(t.Name(), "/", "_")}}
+func newCLI(t *testing.T) *tcli {
+	return &tcli{t: t, env: map[string]string{"CAIRN_REPO": "mem://" + strings.ReplaceAll(t.Name(), "/", "_")}}
 }
 
 // run returns the exit code, stdout and stderr of one command line.
-func (c *cli) run(stdin string, args ...string) (int, string, string) {
+func (c *tcli) run(stdin string, args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
-	code := run(context.Background(), args, stdio{in: strings.NewReader(stdin), out: &out, err: &errb,
-		getenv: func(k string) string { return c.env[k] }})
+	code := run(context.Background(), args, cli.IO{In: strings.NewReader(stdin), Out: &out, Err: &errb,
+		Getenv: func(k string) string { return c.env[k] }})
 	return code, out.String(), errb.String()
 }
 
 // ok runs a command that must succeed and returns its stdout.
-func (c *cli) ok(args ...string) string {
+func (c *tcli) ok(args ...string) string {
 	c.t.Helper()
 	code, out, errs := c.run("", args...)
 	if code != 0 {

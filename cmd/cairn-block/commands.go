@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"io"
 	"os"
 	"strconv"
@@ -21,31 +22,31 @@ func (a *app) initCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "init --repo URL [--encrypt] [--block-size N]",
 		Short: "Create a repository",
-		Args:  args(cobra.NoArgs),
+		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			bs, err := parseSize(blockSize)
 			if err != nil {
 				return err
 			}
-			s, err := a.store(cmd.Context())
+			s, err := a.Store(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			pass, err := a.passphrase()
+			pass, err := a.Passphrase()
 			if err != nil {
 				return err
 			}
 			if encrypt && len(pass) == 0 {
-				return usagef("--encrypt needs a passphrase: set CAIRN_PASSWORD or use --password-file")
+				return cli.Usagef("--encrypt needs a passphrase: set CAIRN_PASSWORD or use --password-file")
 			}
 			r, err := blockdiff.Init(cmd.Context(), s, blockdiff.InitConfig{BlockSize: int(bs), Encrypt: encrypt},
-				blockdiff.Options{Passphrase: pass, Logger: a.log})
+				blockdiff.Options{Passphrase: pass, Logger: a.Log})
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			a.log.Info("repository created", "id", r.Config().ID, "block_size", r.BlockSize(), "encrypted", r.Encrypted())
+			a.Log.Info("repository created", "id", r.Config().ID, "block_size", r.BlockSize(), "encrypted", r.Encrypted())
 			return nil
 		},
 	}
@@ -74,11 +75,11 @@ func (a *app) backupCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "backup [--base VERSION] [--hints FILE|-] [--label k=v]... [--block-size N] SOURCE VOLUME",
 		Short: "Back up a file or block device as a new version of VOLUME",
-		Args:  args(cobra.ExactArgs(2)),
+		Args:  cli.Args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, as []string) error {
 			opts := blockdiff.BackupOptions{Volume: as[1], Base: base, VerifyPercent: verifyPct}
 			var err error
-			if opts.Labels, err = parseLabels(labels); err != nil {
+			if opts.Labels, err = cli.ParseLabels(labels); err != nil {
 				return err
 			}
 			bs, err := parseSize(blockSize)
@@ -87,11 +88,11 @@ func (a *app) backupCmd() *cobra.Command {
 			}
 			opts.BlockSize = int(bs)
 			if verifyPct < 0 || verifyPct > 100 {
-				return usagef("--verify-hints %v: want a percentage 0..100", verifyPct)
+				return cli.Usagef("--verify-hints %v: want a percentage 0..100", verifyPct)
 			}
 			if hintsFile != "" {
 				if base == "" {
-					return usagef("--hints needs --base")
+					return cli.Usagef("--hints needs --base")
 				}
 				if opts.Hints, err = a.readHints(hintsFile); err != nil {
 					return err
@@ -102,8 +103,8 @@ func (a *app) backupCmd() *cobra.Command {
 				return err
 			}
 			defer src.Close()
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-				bar := newProgress(a.io.err, "backup "+opts.Volume)
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+				bar := newProgress(a.IO.Err, "backup "+opts.Volume)
 				opts.Progress = bar.update
 				v, err := r.Backup(cmd.Context(), src, opts)
 				bar.finish()
@@ -111,11 +112,11 @@ func (a *app) backupCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return writeJSON(a.io.out, backupJSON{ID: v.ID, Volume: v.Volume, Size: v.Size,
+					return writeJSON(a.IO.Out, backupJSON{ID: v.ID, Volume: v.Volume, Size: v.Size,
 						Created: v.Created.Format(time.RFC3339), Base: v.Base, Labels: v.Labels,
 						Status: string(v.Status), Stats: v.Stats})
 				}
-				_, err = fmt.Fprintln(a.io.out, v.ID)
+				_, err = fmt.Fprintln(a.IO.Out, v.ID)
 				return err
 			})
 		},
@@ -132,7 +133,7 @@ func (a *app) backupCmd() *cobra.Command {
 
 // readHints reads rbd diff JSON from a file or stdin.
 func (a *app) readHints(name string) ([]blockdiff.Extent, error) {
-	var r io.Reader = a.io.in
+	var r io.Reader = a.IO.In
 	if name != "-" {
 		f, err := os.Open(name)
 		if err != nil {
@@ -149,15 +150,15 @@ func (a *app) restoreCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "restore [--sparse] [--force] VERSION DEST",
 		Short: "Restore a version to a file or device, verifying every block",
-		Args:  args(cobra.ExactArgs(2)),
+		Args:  cli.Args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, as []string) error {
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-				bar := newProgress(a.io.err, "restore "+as[0])
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+				bar := newProgress(a.IO.Err, "restore "+as[0])
 				err := r.RestoreFile(cmd.Context(), as[0], as[1],
 					blockdiff.RestoreFileOptions{Overwrite: force, AllowInvalid: force, Sparse: sparse, Progress: bar.update})
 				bar.finish()
 				if err == nil {
-					a.log.Info("restored", "version", as[0], "dest", as[1])
+					a.Log.Info("restored", "version", as[0], "dest", as[1])
 				}
 				if errors.Is(err, blockdiff.ErrNotValid) {
 					return fmt.Errorf("%w (a scrub or a failed backup marked it; see ls --json; --force restores it anyway, still verifying every block)", err)
@@ -195,13 +196,13 @@ func (a *app) lsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ls [--volume V] [--label k=v]... [--json]",
 		Short: "List versions, oldest first",
-		Args:  args(cobra.NoArgs),
+		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			lm, err := parseLabels(labels)
+			lm, err := cli.ParseLabels(labels)
 			if err != nil {
 				return err
 			}
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				vs, err := r.List(cmd.Context(), blockdiff.Filter{Volume: volume, Labels: lm})
 				if err != nil {
 					return err
@@ -214,9 +215,9 @@ func (a *app) lsCmd() *cobra.Command {
 							Status: string(v.Status), Protected: v.Protected, Labels: v.Labels, Base: v.Base,
 							Error: v.Error, Stats: v.Stats, Damage: v.Damage})
 					}
-					return writeJSON(a.io.out, out)
+					return writeJSON(a.IO.Out, out)
 				}
-				return printTable(a.io.out, vs)
+				return printTable(a.IO.Out, vs)
 			})
 		},
 	}
@@ -236,7 +237,7 @@ func printTable(w io.Writer, vs []*blockdiff.Version) error {
 			ls = append(ls, k+"="+val)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%s\n", v.ID, v.Volume, v.Created.Local().Format(time.DateTime),
-			humanBytes(v.Size), v.Status, v.Protected, strings.Join(sortStrings(ls), ","))
+			cli.HumanBytes(v.Size), v.Status, v.Protected, strings.Join(sortStrings(ls), ","))
 	}
 	return tw.Flush()
 }
@@ -247,9 +248,9 @@ func (a *app) rmCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rm [--force] VERSION...",
 		Short: "Remove versions (protected versions never; young ones only with --force)",
-		Args:  args(cobra.MinimumNArgs(1)),
+		Args:  cli.Args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, as []string) error {
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				return a.eachVersion(as, func(id string) error {
 					return r.Remove(cmd.Context(), id, blockdiff.RemoveOptions{MinAge: minAge, Force: force})
 				})
@@ -271,7 +272,7 @@ func (a *app) eachVersion(ids []string, fn func(id string) error) error {
 			failed++
 			last = err
 			if len(ids) > 1 {
-				a.log.Error("failed", "version", id, "err", err)
+				a.Log.Error("failed", "version", id, "err", err)
 			}
 		}
 	}
@@ -292,9 +293,9 @@ func (a *app) protectCmd(protect bool) *cobra.Command {
 	return &cobra.Command{
 		Use:   name + " VERSION...",
 		Short: short,
-		Args:  args(cobra.MinimumNArgs(1)),
+		Args:  cli.Args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, as []string) error {
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				return a.eachVersion(as, func(id string) error {
 					_, err := r.SetProtected(cmd.Context(), id, protect)
 					return err
@@ -308,7 +309,7 @@ func (a *app) labelCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "label VERSION k=v... | k-",
 		Short: "Set (k=v) or delete (k-) labels of a version",
-		Args:  args(cobra.MinimumNArgs(2)),
+		Args:  cli.Args(cobra.MinimumNArgs(2)),
 		RunE: func(cmd *cobra.Command, as []string) error {
 			set := map[string]string{}
 			var del []string
@@ -317,7 +318,7 @@ func (a *app) labelCmd() *cobra.Command {
 					del = append(del, k)
 					continue
 				}
-				m, err := parseLabels([]string{kv})
+				m, err := cli.ParseLabels([]string{kv})
 				if err != nil {
 					return err
 				}
@@ -325,7 +326,7 @@ func (a *app) labelCmd() *cobra.Command {
 					set[k] = v
 				}
 			}
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				_, err := r.SetLabels(cmd.Context(), as[0], set, del)
 				return err
 			})
@@ -357,21 +358,7 @@ func parseSize(s string) (int64, error) {
 	}
 	v, err := strconv.ParseInt(t, 10, 64)
 	if err != nil || v < 0 || v > 1<<40/mult {
-		return 0, usagef("size %q: want a number with an optional K, M or G suffix", s)
+		return 0, cli.Usagef("size %q: want a number with an optional K, M or G suffix", s)
 	}
 	return v * mult, nil
-}
-
-// humanBytes formats a byte count with a binary unit.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

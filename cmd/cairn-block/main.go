@@ -28,6 +28,7 @@ package main
 
 import (
 	"context"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"os"
 	"os/signal"
 	"syscall"
@@ -37,7 +38,8 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr, getenv: os.Getenv})
+	code := run(ctx, os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr,
+		Getenv: os.Getenv})
 	stop()
 	os.Exit(code)
 }

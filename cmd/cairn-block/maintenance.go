@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"io"
 	"net"
 	"strings"
@@ -21,8 +22,8 @@ import (
 // NBD export, with the lock flags they and backup share.
 func (a *app) addMaintenanceCommands(root *cobra.Command) {
 	pf := root.PersistentFlags()
-	pf.DurationVar(&a.lockTTL, "lock-ttl", blockdiff.DefaultLockTTL, "repository locks of this process expire unless refreshed within this time")
-	pf.DurationVar(&a.lockWait, "lock-wait", blockdiff.DefaultLockWait, "how long to wait for a conflicting repository lock (backup waits for cleanup and back)")
+	pf.DurationVar(&a.Options.LockTTL, "lock-ttl", blockdiff.DefaultLockTTL, "repository locks of this process expire unless refreshed within this time")
+	pf.DurationVar(&a.Options.LockWait, "lock-wait", blockdiff.DefaultLockWait, "how long to wait for a conflicting repository lock (backup waits for cleanup and back)")
 	root.AddCommand(a.scrubCmd(false), a.scrubCmd(true), a.enforceCmd(), a.cleanupCmd(), a.locksCmd(),
 		a.unlockCmd(), a.storageStatsCmd(), a.nbdCmd())
 }
@@ -39,16 +40,16 @@ func (a *app) scrubCmd(deep bool) *cobra.Command {
 		Short: short,
 		Long: short + ".\nA version with a missing or corrupt block is marked invalid, and so is every other version\n" +
 			"sharing that block. Exit code 1 when a checked version is not valid.",
-		Args: args(cobra.ArbitraryArgs),
+		Args: cli.Args(cobra.ArbitraryArgs),
 		RunE: func(cmd *cobra.Command, as []string) error {
 			if !all && len(as) == 0 {
-				return usagef("%s: name versions or use --all", name)
+				return cli.Usagef("%s: name versions or use --all", name)
 			}
 			if pct < 0 || pct > 100 {
-				return usagef("--percent %v: want 0..100", pct)
+				return cli.Usagef("--percent %v: want 0..100", pct)
 			}
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-				bar := newProgress(a.io.err, name)
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+				bar := newProgress(a.IO.Err, name)
 				rep, err := r.Scrub(cmd.Context(), blockdiff.ScrubOptions{Deep: deep, Versions: as, All: all,
 					Percent: pct, Progress: bar.update})
 				bar.finish()
@@ -56,9 +57,9 @@ func (a *app) scrubCmd(deep bool) *cobra.Command {
 					return err
 				}
 				if asJSON {
-					err = writeJSON(a.io.out, rep)
+					err = writeJSON(a.IO.Out, rep)
 				} else {
-					err = printScrub(a.io.out, rep)
+					err = printScrub(a.IO.Out, rep)
 				}
 				if err != nil {
 					return err
@@ -94,7 +95,7 @@ func notIn(a, b []string) []string {
 
 // printScrub prints a scrub report for people.
 func printScrub(w io.Writer, rep *blockdiff.ScrubReport) error {
-	fmt.Fprintf(w, "checked %d versions, %d objects, %s\n", rep.VersionsChecked, rep.ObjectsChecked, humanBytes(rep.BytesChecked))
+	fmt.Fprintf(w, "checked %d versions, %d objects, %s\n", rep.VersionsChecked, rep.ObjectsChecked, cli.HumanBytes(rep.BytesChecked))
 	if len(rep.Failures) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "VERSION\tVOLUME\tOFFSET\tOBJECT\tPROBLEM")
@@ -122,29 +123,29 @@ func (a *app) enforceCmd() *cobra.Command {
 		Long: "Apply a retention policy to the versions of each volume: Benji rules such as latest7 or\n" +
 			"latest3,hours24,days30,months3, or a zrepl grid such as '1x1h(keep=all) | 24x1h | 30x1d'.\n" +
 			"Protected, invalid and incomplete versions are neither counted nor removed. Data is freed by cleanup.",
-		Args: args(cobra.ExactArgs(1)),
+		Args: cli.Args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, as []string) error {
-			lm, err := parseLabels(labels)
+			lm, err := cli.ParseLabels(labels)
 			if err != nil {
 				return err
 			}
 			loc, err := time.LoadLocation(tz)
 			if err != nil {
-				return usagef("--tz %q: %v", tz, err)
+				return cli.Usagef("--tz %q: %v", tz, err)
 			}
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				res, err := r.Enforce(cmd.Context(), as[0], blockdiff.EnforceOptions{
 					Filter: blockdiff.Filter{Volume: volume, Labels: lm}, DryRun: dryRun, Location: loc})
 				var pe *retention.ParseError
 				if errors.As(err, &pe) {
-					return usageError{err}
+					return cli.UsageError{Err: err}
 				}
 				if res != nil {
 					var werr error
 					if asJSON {
-						werr = writeJSON(a.io.out, res)
+						werr = writeJSON(a.IO.Out, res)
 					} else {
-						werr = printEnforce(a.io.out, res)
+						werr = printEnforce(a.IO.Out, res)
 					}
 					if err == nil {
 						err = werr
@@ -198,30 +199,30 @@ func (a *app) cleanupCmd() *cobra.Command {
 		Long: "Delete the data objects that no version references and that are older than --grace, and\n" +
 			"compact the index. Cleanup holds the repository's exclusive lock: it waits for running\n" +
 			"backups (up to --lock-wait) and new backups wait for it.",
-		Args: args(cobra.NoArgs),
+		Args: cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if grace < 0 {
-				return usagef("--grace %s: want a duration >= 0", grace)
+				return cli.Usagef("--grace %s: want a duration >= 0", grace)
 			}
 			g := grace
 			if g == 0 {
 				g = -1 // no grace at all: the library's zero means the default
 			}
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				res, err := r.Cleanup(cmd.Context(), blockdiff.CleanupOptions{Grace: g, DryRun: dryRun})
 				if err != nil {
 					return err
 				}
 				if asJSON {
-					return writeJSON(a.io.out, res)
+					return writeJSON(a.IO.Out, res)
 				}
 				verb := "deleted"
 				if dryRun {
 					verb = "would delete"
 				}
-				_, err = fmt.Fprintf(a.io.out, "%d objects (%s), %d referenced, %d young; %s %d (%s); index segments %d -> %d\n",
-					res.Objects, humanBytes(res.StoredBytes), res.Referenced, res.Young, verb, res.Deleted,
-					humanBytes(res.DeletedBytes), res.SegmentsBefore, res.SegmentsAfter)
+				_, err = fmt.Fprintf(a.IO.Out, "%d objects (%s), %d referenced, %d young; %s %d (%s); index segments %d -> %d\n",
+					res.Objects, cli.HumanBytes(res.StoredBytes), res.Referenced, res.Young, verb, res.Deleted,
+					cli.HumanBytes(res.DeletedBytes), res.SegmentsBefore, res.SegmentsAfter)
 				return err
 			})
 		},
@@ -237,9 +238,9 @@ func (a *app) locksCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "locks [--json]",
 		Short: "List the repository's locks",
-		Args:  args(cobra.NoArgs),
+		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				locks, err := r.Locks(cmd.Context())
 				if err != nil {
 					return err
@@ -248,9 +249,9 @@ func (a *app) locksCmd() *cobra.Command {
 					if locks == nil {
 						locks = []blockdiff.LockInfo{}
 					}
-					return writeJSON(a.io.out, locks)
+					return writeJSON(a.IO.Out, locks)
 				}
-				return printLocks(a.io.out, locks)
+				return printLocks(a.IO.Out, locks)
 			})
 		},
 	}
@@ -274,12 +275,12 @@ func (a *app) unlockCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "unlock [--force] [LOCK...]",
 		Short: "Remove stale locks (with --force, live ones too: only when their holder is dead)",
-		Args:  args(cobra.ArbitraryArgs),
+		Args:  cli.Args(cobra.ArbitraryArgs),
 		RunE: func(cmd *cobra.Command, as []string) error {
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				removed, err := r.Unlock(cmd.Context(), blockdiff.UnlockOptions{Force: force, Keys: as})
 				for _, l := range removed {
-					fmt.Fprintln(a.io.out, "removed", strings.TrimPrefix(l.Key, "locks/"), l.Kind, l.Holder.Op)
+					fmt.Fprintln(a.IO.Out, "removed", strings.TrimPrefix(l.Key, "locks/"), l.Kind, l.Holder.Op)
 				}
 				return err
 			})
@@ -294,24 +295,24 @@ func (a *app) storageStatsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "storage-stats [--json]",
 		Short: "Objects, stored bytes and the dedup ratio of the repository",
-		Args:  args(cobra.NoArgs),
+		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				st, err := r.StorageStats(cmd.Context())
 				if err != nil {
 					return err
 				}
 				if asJSON {
-					return writeJSON(a.io.out, st)
+					return writeJSON(a.IO.Out, st)
 				}
-				tw := tabwriter.NewWriter(a.io.out, 0, 4, 2, ' ', 0)
+				tw := tabwriter.NewWriter(a.IO.Out, 0, 4, 2, ' ', 0)
 				fmt.Fprintf(tw, "versions\t%d (%d valid, %d invalid, %d incomplete, %d protected)\n", st.Versions,
 					st.ValidVersions, st.InvalidVersions, st.IncompleteVersions, st.ProtectedVersions)
-				fmt.Fprintf(tw, "objects\t%d (%s stored)\n", st.Objects, humanBytes(st.StoredBytes))
-				fmt.Fprintf(tw, "unreferenced\t%d (%s)\n", st.UnreferencedObjects, humanBytes(st.UnreferencedBytes))
+				fmt.Fprintf(tw, "objects\t%d (%s stored)\n", st.Objects, cli.HumanBytes(st.StoredBytes))
+				fmt.Fprintf(tw, "unreferenced\t%d (%s)\n", st.UnreferencedObjects, cli.HumanBytes(st.UnreferencedBytes))
 				fmt.Fprintf(tw, "missing\t%d\n", st.MissingObjects)
-				fmt.Fprintf(tw, "logical\t%s (%s sparse)\n", humanBytes(st.LogicalBytes), humanBytes(st.SparseBytes))
-				fmt.Fprintf(tw, "unique\t%s\n", humanBytes(st.UniqueBytes))
+				fmt.Fprintf(tw, "logical\t%s (%s sparse)\n", cli.HumanBytes(st.LogicalBytes), cli.HumanBytes(st.SparseBytes))
+				fmt.Fprintf(tw, "unique\t%s\n", cli.HumanBytes(st.UniqueBytes))
 				fmt.Fprintf(tw, "dedup ratio\t%.2f\n", st.DedupRatio)
 				fmt.Fprintf(tw, "compression ratio\t%.2f\n", st.CompressionRatio)
 				fmt.Fprintf(tw, "index segments\t%d\n", st.IndexSegments)
@@ -334,17 +335,17 @@ func (a *app) nbdCmd() *cobra.Command {
 			"interrupted: export name = version ID, the export list = the valid versions. Blocks are read\n" +
 			"on demand, verified against their IDs, and a few are cached per connection. For example:\n" +
 			"  qemu-img convert -O raw nbd://127.0.0.1:10809/VERSION out.img",
-		Args: args(cobra.NoArgs),
+		Args: cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cache < 0 {
-				return usagef("--cache-blocks %d: want >= 0", cache)
+				return cli.Usagef("--cache-blocks %d: want >= 0", cache)
 			}
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				l, err := net.Listen("tcp", listen)
 				if err != nil {
 					return fmt.Errorf("nbd: %w", err)
 				}
-				a.log.Info("serving versions over NBD", "listen", l.Addr().String())
+				a.Log.Info("serving versions over NBD", "listen", l.Addr().String())
 				return a.serveNBD(cmd.Context(), l, r, blockdiff.ReaderOptions{CacheBlocks: cache, AllowInvalid: allowInvalid})
 			})
 		},
@@ -357,7 +358,7 @@ func (a *app) nbdCmd() *cobra.Command {
 
 // serveNBD serves r's versions on l until ctx ends.
 func (a *app) serveNBD(ctx context.Context, l net.Listener, r *blockdiff.Repository, opts blockdiff.ReaderOptions) error {
-	srv := &nbd.Server{Exports: versionExports{ctx: ctx, r: r, opts: opts}, Logger: a.log}
+	srv := &nbd.Server{Exports: versionExports{ctx: ctx, r: r, opts: opts}, Logger: a.Log}
 	return srv.Serve(ctx, l)
 }
 

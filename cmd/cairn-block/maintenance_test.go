@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cairn-backup/cairn/blockdiff"
 	"github.com/cairn-backup/cairn/objstore"
@@ -48,7 +50,7 @@ func poolImage(t *testing.T, dir string, idx []int, own uint64) (string, []byte)
 }
 
 // versionsJSON returns ls --json.
-func (c *cli) versions() []versionJSON {
+func (c *tcli) versions() []versionJSON {
 	c.t.Helper()
 	var vs []versionJSON
 	if err := json.Unmarshal([]byte(c.ok("ls", "--json")), &vs); err != nil {
@@ -320,8 +322,8 @@ func TestCLINBDQemu(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	a := &app{io: stdio{err: os.Stderr}}
-	_ = a.setup()
+	a := &app{Repo: cli.Repo{IO: cli.IO{Err: os.Stderr}, LogLevel: "info"}}
+	_ = a.Setup()
 	go func() { done <- a.serveNBD(ctx, l, r, blockdiff.ReaderOptions{CacheBlocks: 2}) }()
 	defer func() {
 		cancel()
@@ -366,4 +368,103 @@ func lookTool(t *testing.T, name string) string {
 		t.Skip(msg)
 	}
 	return p
+}
+
+// TestCLIKilledBackupProcess kills a backup process after it stored some
+// blocks: its lock blocks cleanup until it goes stale, its orphans survive
+// while younger than the grace period and go after it, and unlock removes
+// the stale lock. (Seconds stand for the hour of production here.)
+func TestCLIKilledBackupProcess(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	repo := "file://" + root
+	command := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(exe, append([]string{"--repo", repo, "--lock-ttl", "2s", "--log-level", "warn"}, args...)...)
+		cmd.Env = append(os.Environ(), "CAIRN_BLOCK_RUN_MAIN=1")
+		return cmd
+	}
+	cairn := func(args ...string) (string, error) {
+		var out, errb bytes.Buffer
+		cmd := command(args...)
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		if err != nil {
+			err = fmt.Errorf("%v: %w: %s", args, err, errb.String())
+		}
+		return out.String(), err
+	}
+	if _, err := cairn("init", "--block-size", "64K"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	keepSrc, keepImg := poolImage(t, dir, []int{1, 2}, 1)
+	keep, err := cairn("backup", keepSrc, "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	countData := func() int {
+		n := 0
+		_ = filepath.Walk(filepath.Join(root, "data"), func(_ string, fi os.FileInfo, _ error) error {
+			if fi != nil && fi.Mode().IsRegular() {
+				n++
+			}
+			return nil
+		})
+		return n
+	}
+	before := countData()
+
+	big := make([]byte, 600*64<<10) // random blocks: every one a new object
+	_, _ = rand.NewChaCha8([32]byte{99}).Read(big)
+	bigSrc := filepath.Join(dir, "big")
+	if err := os.WriteFile(bigSrc, big, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	victim := command("backup", bigSrc, "vol")
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for countData() < before+5 {
+		if victim.ProcessState != nil {
+			t.Fatal("the backup ended before it could be killed")
+		}
+	}
+	_ = victim.Process.Kill()
+	_ = victim.Wait()
+	orphans := countData() - before
+	if orphans >= 600 {
+		t.Skip("the backup finished before the kill")
+	}
+	if _, err := cairn("cleanup", "--grace", "0s", "--lock-wait", "100ms"); err == nil || !strings.Contains(err.Error(), "locked") {
+		t.Fatalf("cleanup beside the killed backup's live lock: %v", err)
+	}
+	time.Sleep(2500 * time.Millisecond) // the lock goes stale
+	var res blockdiff.CleanupResult
+	out, err := cairn("cleanup", "--grace", "1h", "--json")
+	if err != nil || json.Unmarshal([]byte(out), &res) != nil || res.Deleted != 0 || res.Young < orphans {
+		t.Fatalf("cleanup within the grace: %v %s", err, out)
+	}
+	out, err = cairn("cleanup", "--grace", "1s", "--json")
+	if err != nil || json.Unmarshal([]byte(out), &res) != nil || res.Deleted < orphans || res.MarkedAbandoned != 1 {
+		t.Fatalf("cleanup after the grace: %v %s (orphans: %d)", err, out, orphans)
+	}
+	if n := countData(); n != before {
+		t.Fatalf("%d data objects left, want %d", n, before)
+	}
+	if out, err := cairn("unlock"); err != nil || !strings.Contains(out, "removed") {
+		t.Fatalf("unlock of the stale lock: %v %q", err, out)
+	}
+	if _, err := cairn("deep-scrub", "--all"); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(t.TempDir(), "r")
+	if _, err := cairn("restore", strings.TrimSpace(keep), dest); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, keepImg) {
+		t.Fatal("the kept version differs")
+	}
 }

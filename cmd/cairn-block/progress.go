@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"io"
 	"os"
 	"slices"
@@ -80,7 +81,7 @@ func (p *progress) draw() {
 	bar := strings.Repeat("=", fill) + strings.Repeat(" ", width-fill)
 	rate := float64(done) / max(time.Since(p.start).Seconds(), 0.001)
 	fmt.Fprintf(p.w, "\r%s [%s] %3.0f%% %s / %s  %s/s ", p.label, bar, frac*100,
-		humanBytes(done), humanBytes(total), humanBytes(int64(rate)))
+		cli.HumanBytes(done), cli.HumanBytes(total), cli.HumanBytes(int64(rate)))
 }
 
 // isTerminal reports whether w is a terminal.

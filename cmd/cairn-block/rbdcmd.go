@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/cairn-backup/cairn/internal/cli"
 	"regexp"
 	"strings"
 	"time"
@@ -81,16 +82,16 @@ func (a *app) backupAllCmd() *cobra.Command {
 			"^...$) as `backup rbd://POOL/IMAGE PREFIX+IMAGE` does: snapshot, diff from the last valid\n" +
 			"version, rotation of the b- snapshots. One image's failure does not stop the others; the\n" +
 			"exit code is 0 only when every image succeeded. --json prints a summary.",
-		Args: args(cobra.NoArgs),
+		Args: cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.pool == "" {
-				return usagef("backup-all needs --pool")
+				return cli.Usagef("backup-all needs --pool")
 			}
 			var err error
 			if o.imageRegex, err = regexp.Compile(re); err != nil {
-				return usagef("--image-regex: %v", err)
+				return cli.Usagef("--image-regex: %v", err)
 			}
-			if o.labels, err = parseLabels(labels); err != nil {
+			if o.labels, err = cli.ParseLabels(labels); err != nil {
 				return err
 			}
 			bs, err := parseSize(blockSize)
@@ -99,7 +100,7 @@ func (a *app) backupAllCmd() *cobra.Command {
 			}
 			o.blockSize = int(bs)
 			if o.parallel < 1 {
-				return usagef("--parallel %d: want at least 1", o.parallel)
+				return cli.Usagef("--parallel %d: want at least 1", o.parallel)
 			}
 			return a.backupAll(cmd, &o)
 		},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"os"
 	"strings"
 	"testing"
@@ -15,8 +16,8 @@ import (
 func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code := run(context.Background(), args, stdio{in: strings.NewReader(""), out: &out, err: &errb,
-		getenv: func(k string) string { return env[k] }})
+	code := run(context.Background(), args, cli.IO{In: strings.NewReader(""), Out: &out, Err: &errb,
+		Getenv: func(k string) string { return env[k] }})
 	return code, out.String(), errb.String()
 }
 
@@ -28,7 +29,7 @@ func TestUsageErrors(t *testing.T) {
 		{"ls", "--bogus"},
 		{"frobnicate"},
 	} {
-		if code, _, errOut := runCLI(t, nil, a...); code != exitUsage {
+		if code, _, errOut := runCLI(t, nil, a...); code != cli.ExitUsage {
 			t.Errorf("%v: exit %d, want 2 (%s)", a, code, errOut)
 		}
 	}
@@ -37,11 +38,11 @@ func TestUsageErrors(t *testing.T) {
 func TestDumpLsRestore(t *testing.T) {
 	pg := testenv.Postgres(t)
 	env := map[string]string{"CAIRN_REPO": t.TempDir(), "CAIRN_PG_DSN": pg.DSN, "PG_BINDIR": pg.BinDir, "CAIRN_PASSWORD": "pw"}
-	if code, _, e := runCLI(t, env, "init", "--encrypt"); code != exitOK {
+	if code, _, e := runCLI(t, env, "init", "--encrypt"); code != cli.ExitOK {
 		t.Fatalf("init: %d %s", code, e)
 	}
 	code, out, e := runCLI(t, env, "dump", "--cluster", "main", "--json", "--", "--schema-only")
-	if code != exitOK {
+	if code != cli.ExitOK {
 		t.Fatalf("dump: %d %s", code, e)
 	}
 	if strings.Contains(e, pg.DSN) || strings.Contains(e, os.Getenv("PGPASSWORD")) {
@@ -53,11 +54,11 @@ func TestDumpLsRestore(t *testing.T) {
 	}
 	code, out, _ = runCLI(t, env, "ls", "--cluster", "main", "--json")
 	var ls []versionJSON
-	if code != exitOK || json.Unmarshal([]byte(out), &ls) != nil || len(ls) != 1 || ls[0].ID != vs[0].ID || ls[0].Status != "valid" {
+	if code != cli.ExitOK || json.Unmarshal([]byte(out), &ls) != nil || len(ls) != 1 || ls[0].ID != vs[0].ID || ls[0].Status != "valid" {
 		t.Fatalf("ls: %d %s", code, out)
 	}
 	code, out, e = runCLI(t, env, "restore", vs[0].ID)
-	if code != exitOK || int64(len(out)) != vs[0].Size || !strings.Contains(out, "PostgreSQL database cluster dump") {
+	if code != cli.ExitOK || int64(len(out)) != vs[0].Size || !strings.Contains(out, "PostgreSQL database cluster dump") {
 		t.Fatalf("restore to stdout: %d, %d bytes of %d: %s", code, len(out), vs[0].Size, e)
 	}
 	// A wrong password: failure (1), psql's message, no new version.
@@ -67,7 +68,7 @@ func TestDumpLsRestore(t *testing.T) {
 	}
 	bad["CAIRN_PG_DSN"] = strings.Replace(pg.DSN, "@", "x@", 1)
 	code, _, e = runCLI(t, bad, "dump")
-	if code != exitFailure || !strings.Contains(e, "password authentication failed") {
+	if code != cli.ExitFailure || !strings.Contains(e, "password authentication failed") {
 		t.Fatalf("wrong password: %d %s", code, e)
 	}
 	_, out, _ = runCLI(t, env, "ls", "--json")
@@ -79,18 +80,18 @@ func TestDumpLsRestore(t *testing.T) {
 func TestVerifyFlag(t *testing.T) {
 	pg := testenv.Postgres(t)
 	env := map[string]string{"CAIRN_REPO": t.TempDir(), "CAIRN_PG_DSN": pg.DSN, "PG_BINDIR": pg.BinDir}
-	if code, _, e := runCLI(t, env, "init"); code != exitOK {
+	if code, _, e := runCLI(t, env, "init"); code != cli.ExitOK {
 		t.Fatalf("init: %s", e)
 	}
 	code, out, e := runCLI(t, env, "dump", "--json", "--", "--schema-only")
 	var vs []versionJSON
-	if code != exitOK || json.Unmarshal([]byte(out), &vs) != nil || len(vs) != 1 {
+	if code != cli.ExitOK || json.Unmarshal([]byte(out), &vs) != nil || len(vs) != 1 {
 		t.Fatalf("dump: %d %s %s", code, out, e)
 	}
 	delete(env, "CAIRN_PG_DSN")
 	code, out, e = runCLI(t, env, "restore", vs[0].ID, "--verify", "--superuser", "cairn", "--json")
 	var rep reportJSON
-	if code != exitOK || json.Unmarshal([]byte(out), &rep) != nil || rep.Program != "psql" || rep.Error != "" {
+	if code != cli.ExitOK || json.Unmarshal([]byte(out), &rep) != nil || rep.Program != "psql" || rep.Error != "" {
 		t.Fatalf("restore --verify: %d %s %s", code, out, e)
 	}
 }

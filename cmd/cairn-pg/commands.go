@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"io"
 	"os"
 	"slices"
@@ -19,27 +20,27 @@ func (a *app) initCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "init --repo URL [--encrypt]",
 		Short: "Create a repository",
-		Args:  args(cobra.NoArgs),
+		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := a.store(cmd.Context())
+			s, err := a.Store(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			pass, err := a.passphrase()
+			pass, err := a.Passphrase()
 			if err != nil {
 				return err
 			}
 			if encrypt && len(pass) == 0 {
-				return usagef("--encrypt needs a passphrase: set CAIRN_PASSWORD or use --password-file")
+				return cli.Usagef("--encrypt needs a passphrase: set CAIRN_PASSWORD or use --password-file")
 			}
 			r, err := blockdiff.Init(cmd.Context(), s, blockdiff.InitConfig{Encrypt: encrypt},
-				blockdiff.Options{Passphrase: pass, Logger: a.log})
+				blockdiff.Options{Passphrase: pass, Logger: a.Log})
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			a.log.Info("repository created", "id", r.Config().ID, "encrypted", r.Encrypted())
+			a.Log.Info("repository created", "id", r.Config().ID, "encrypted", r.Encrypted())
 			return nil
 		},
 	}
@@ -78,27 +79,27 @@ func (a *app) dumpCmd() *cobra.Command {
 			"pg_dump -Fc for each database, streaming their output into stream versions named\n" +
 			"--volume (default pg-CLUSTER), VOLUME.globals and VOLUME/DATABASE. A tool that fails leaves\n" +
 			"no valid version; the error ends with the tail of its stderr. Arguments after -- go to the tool.",
-		Args: args(cobra.ArbitraryArgs),
+		Args: cli.Args(cobra.ArbitraryArgs),
 		RunE: func(cmd *cobra.Command, extra []string) error {
 			if cmd.ArgsLenAtDash() != 0 && len(extra) > 0 {
-				return usagef("unexpected argument %q (tool arguments go after --)", extra[0])
+				return cli.Usagef("unexpected argument %q (tool arguments go after --)", extra[0])
 			}
-			lm, err := parseLabels(labels)
+			lm, err := cli.ParseLabels(labels)
 			if err != nil {
 				return err
 			}
 			switch pgdump.Mode(mode) {
 			case pgdump.ModeDumpAll, pgdump.ModePerDatabase:
 			default:
-				return usagef("--mode %q: want dumpall or per-database", mode)
+				return cli.Usagef("--mode %q: want dumpall or per-database", mode)
 			}
 			if mode == string(pgdump.ModeDumpAll) && len(opts.Databases) > 0 {
-				return usagef("--database needs --mode per-database")
+				return cli.Usagef("--database needs --mode per-database")
 			}
-			opts.Mode, opts.Labels, opts.Args, opts.Logger = pgdump.Mode(mode), lm, extra, a.log
+			opts.Mode, opts.Labels, opts.Args, opts.Logger = pgdump.Mode(mode), lm, extra, a.Log
 			opts.Conn = a.conn(a.dsnOrEnv())
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-				bar := newProgress(a.io.err, "dump")
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+				bar := newProgress(a.IO.Err, "dump")
 				opts.Progress = func(program string, done int64) { bar.update(program, done, 0) }
 				vs, err := pgdump.Dump(cmd.Context(), r, opts)
 				bar.finish()
@@ -107,13 +108,13 @@ func (a *app) dumpCmd() *cobra.Command {
 					for _, v := range vs {
 						out = append(out, toJSON(v))
 					}
-					if jerr := writeJSON(a.io.out, out); jerr != nil && err == nil {
+					if jerr := writeJSON(a.IO.Out, out); jerr != nil && err == nil {
 						err = jerr
 					}
 				} else {
 					for _, v := range vs {
-						fmt.Fprintf(a.io.out, "%s %s %s dumped, %s new stored\n", v.ID, v.Volume,
-							humanBytes(v.Size), humanBytes(v.Stats.BytesWritten))
+						fmt.Fprintf(a.IO.Out, "%s %s %s dumped, %s new stored\n", v.ID, v.Volume,
+							cli.HumanBytes(v.Size), cli.HumanBytes(v.Stats.BytesWritten))
 					}
 				}
 				return err
@@ -136,7 +137,7 @@ func (a *app) dsnOrEnv() string {
 	if a.dsn != "" {
 		return a.dsn
 	}
-	return a.io.getenv("CAIRN_PG_DSN")
+	return a.IO.Getenv("CAIRN_PG_DSN")
 }
 
 // reportJSON is restore's --json output.
@@ -160,23 +161,23 @@ func (a *app) restoreCmd() *cobra.Command {
 			"a role exists). --verify loads a per-database dump into a scratch database it creates on\n" +
 			"--target-dsn and drops; a cluster dump (pg_dumpall) into a scratch cluster it starts with\n" +
 			"initdb and pg_ctl from --bindir and removes (or into --target-dsn, a throwaway server).",
-		Args: args(cobra.ExactArgs(1)),
+		Args: cli.Args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, as []string) error {
 			id := as[0]
 			target := a.dsn
 			if target == "" {
-				target = a.io.getenv("CAIRN_PG_TARGET_DSN")
+				target = a.IO.Getenv("CAIRN_PG_TARGET_DSN")
 			}
 			toServer := target != "" || verify || database != ""
 			if toServer && to != "" {
-				return usagef("--to and --target-dsn/--verify/--database exclude each other")
+				return cli.Usagef("--to and --target-dsn/--verify/--database exclude each other")
 			}
 			if verify && database != "" {
-				return usagef("--verify chooses its own scratch database")
+				return cli.Usagef("--verify chooses its own scratch database")
 			}
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				if !toServer {
-					var w io.Writer = a.io.out
+					var w io.Writer = a.IO.Out
 					if to != "" && to != "-" {
 						f, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 						if err != nil {
@@ -185,21 +186,21 @@ func (a *app) restoreCmd() *cobra.Command {
 						defer f.Close()
 						w = f
 					}
-					bar := newProgress(a.io.err, "restore "+id)
+					bar := newProgress(a.IO.Err, "restore "+id)
 					err := r.RestoreStream(cmd.Context(), id, w, blockdiff.StreamRestoreOptions{
 						Progress: func(done, total int64) { bar.update("", done, total) }})
 					bar.finish()
 					return err
 				}
 				conn := a.conn(target)
-				bar := newProgress(a.io.err, "restore "+id)
+				bar := newProgress(a.IO.Err, "restore "+id)
 				var rep *pgdump.Report
 				var err error
 				if verify {
-					rep, err = pgdump.Verify(cmd.Context(), r, id, pgdump.VerifyOptions{Conn: conn, Superuser: superuser, Logger: a.log})
+					rep, err = pgdump.Verify(cmd.Context(), r, id, pgdump.VerifyOptions{Conn: conn, Superuser: superuser, Logger: a.Log})
 				} else {
 					rep, err = pgdump.Restore(cmd.Context(), r, id, pgdump.RestoreOptions{Conn: conn, Database: database,
-						Strict: strict, Logger: a.log, Progress: func(done, total int64) { bar.update("", done, total) }})
+						Strict: strict, Logger: a.Log, Progress: func(done, total int64) { bar.update("", done, total) }})
 				}
 				bar.finish()
 				if asJSON && rep != nil {
@@ -210,16 +211,16 @@ func (a *app) restoreCmd() *cobra.Command {
 					if err != nil {
 						out.Error = err.Error()
 					}
-					if jerr := writeJSON(a.io.out, out); jerr != nil && err == nil {
+					if jerr := writeJSON(a.IO.Out, out); jerr != nil && err == nil {
 						err = jerr
 					}
 				} else if rep != nil && len(rep.Errors) > rep.Benign {
 					for _, e := range rep.Errors {
-						fmt.Fprintln(a.io.err, rep.Program+":", e)
+						fmt.Fprintln(a.IO.Err, rep.Program+":", e)
 					}
 				}
 				if err == nil && verify {
-					a.log.Info("verified: the dump loads without errors", "version", id)
+					a.Log.Info("verified: the dump loads without errors", "version", id)
 				}
 				return err
 			})
@@ -243,16 +244,16 @@ func (a *app) lsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ls [--cluster NAME] [--volume V] [--label k=v]... [--json]",
 		Short: "List dumps, oldest first",
-		Args:  args(cobra.NoArgs),
+		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			lm, err := parseLabels(labels)
+			lm, err := cli.ParseLabels(labels)
 			if err != nil {
 				return err
 			}
 			if cluster != "" {
 				lm[pgdump.LabelCluster] = cluster
 			}
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				all, err := r.List(cmd.Context(), blockdiff.Filter{Volume: volume, Labels: lm})
 				if err != nil {
 					return err
@@ -263,13 +264,13 @@ func (a *app) lsCmd() *cobra.Command {
 					for _, v := range vs {
 						out = append(out, toJSON(v))
 					}
-					return writeJSON(a.io.out, out)
+					return writeJSON(a.IO.Out, out)
 				}
-				tw := tabwriter.NewWriter(a.io.out, 0, 4, 2, ' ', 0)
+				tw := tabwriter.NewWriter(a.IO.Out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tVOLUME\tCREATED\tSIZE\tNEW\tSTATUS\tSERVER\tDATABASES")
 				for _, v := range vs {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.ID, v.Volume, v.Created.Local().Format(time.DateTime),
-						humanBytes(v.Size), humanBytes(v.Stats.BytesWritten), v.Status,
+						cli.HumanBytes(v.Size), cli.HumanBytes(v.Stats.BytesWritten), v.Status,
 						v.Labels[pgdump.LabelServerVersion], v.Labels[pgdump.LabelDatabases])
 				}
 				return tw.Flush()
@@ -288,18 +289,4 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-// humanBytes formats a byte count with a binary unit.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

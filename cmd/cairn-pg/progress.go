@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"io"
 	"os"
 	"sync"
@@ -74,11 +75,11 @@ func (p *progress) draw() {
 		s += " " + what
 	}
 	if total > 0 {
-		s += fmt.Sprintf(" %3.0f%% %s / %s", 100*float64(done)/float64(total), humanBytes(done), humanBytes(total))
+		s += fmt.Sprintf(" %3.0f%% %s / %s", 100*float64(done)/float64(total), cli.HumanBytes(done), cli.HumanBytes(total))
 	} else {
-		s += " " + humanBytes(done)
+		s += " " + cli.HumanBytes(done)
 	}
-	fmt.Fprintf(p.w, "\r%s  %s/s ", s, humanBytes(int64(rate)))
+	fmt.Fprintf(p.w, "\r%s  %s/s ", s, cli.HumanBytes(int64(rate)))
 }
 
 // isTerminal reports whether w is a terminal.

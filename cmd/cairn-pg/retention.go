@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"time"
 
 	"github.com/cairn-backup/cairn/blockdiff"
@@ -23,26 +24,26 @@ func (a *app) enforceCmd() *cobra.Command {
 		Long: "enforce evaluates RULES (e.g. latest7 or latest3,days30,months6) over the dumps of each volume\n" +
 			"(pg-CLUSTER, or each database's in per-database mode) and removes the others' manifests;\n" +
 			"protected versions are never removed. Their data goes at the next cleanup.",
-		Args: args(cobra.ExactArgs(1)),
+		Args: cli.Args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, as []string) error {
 			f := blockdiff.Filter{Volume: volume, Labels: map[string]string{}}
 			if cluster != "" {
 				f.Labels[pgdump.LabelCluster] = cluster
 			}
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				res, err := r.Enforce(cmd.Context(), as[0], blockdiff.EnforceOptions{Filter: f, DryRun: dryRun})
 				if err != nil {
 					return err
 				}
 				if asJSON {
-					return writeJSON(a.io.out, res)
+					return writeJSON(a.IO.Out, res)
 				}
 				for _, v := range res.Volumes {
 					verb := "removed"
 					if res.DryRun {
 						verb = "would remove"
 					}
-					fmt.Fprintf(a.io.out, "%s: kept %d, %s %d\n", v.Volume, len(v.Kept), verb, len(v.Removed))
+					fmt.Fprintf(a.IO.Out, "%s: kept %d, %s %d\n", v.Volume, len(v.Kept), verb, len(v.Removed))
 				}
 				return nil
 			})
@@ -61,18 +62,18 @@ func (a *app) cleanupCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cleanup [--grace DURATION] [--dry-run] [--json]",
 		Short: "Delete the data no version references (after the grace period)",
-		Args:  args(cobra.NoArgs),
+		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withRepo(cmd.Context(), func(r *blockdiff.Repository) error {
+			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				res, err := r.Cleanup(cmd.Context(), blockdiff.CleanupOptions{Grace: grace, DryRun: dryRun})
 				if err != nil {
 					return err
 				}
 				if asJSON {
-					return writeJSON(a.io.out, res)
+					return writeJSON(a.IO.Out, res)
 				}
-				fmt.Fprintf(a.io.out, "%d objects, %d referenced, %d kept by the grace period, %d deleted (%s)\n",
-					res.Objects, res.Referenced, res.Young, res.Deleted, humanBytes(res.DeletedBytes))
+				fmt.Fprintf(a.IO.Out, "%d objects, %d referenced, %d kept by the grace period, %d deleted (%s)\n",
+					res.Objects, res.Referenced, res.Young, res.Deleted, cli.HumanBytes(res.DeletedBytes))
 				return nil
 			})
 		},

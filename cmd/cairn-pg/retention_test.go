@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"strings"
 	"testing"
 
@@ -13,7 +14,7 @@ import (
 func TestEnforceCleanup(t *testing.T) {
 	dir := t.TempDir()
 	env := map[string]string{"CAIRN_REPO": dir}
-	if code, _, e := runCLI(t, env, "init"); code != exitOK {
+	if code, _, e := runCLI(t, env, "init"); code != cli.ExitOK {
 		t.Fatal(e)
 	}
 	ctx := t.Context()
@@ -35,20 +36,20 @@ func TestEnforceCleanup(t *testing.T) {
 	s.Close()
 	code, out, e := runCLI(t, env, "enforce", "latest1", "--cluster", "main", "--json")
 	var res blockdiff.EnforceResult
-	if code != exitOK || json.Unmarshal([]byte(out), &res) != nil || len(res.Volumes) != 1 || len(res.Volumes[0].Removed) != 2 {
+	if code != cli.ExitOK || json.Unmarshal([]byte(out), &res) != nil || len(res.Volumes) != 1 || len(res.Volumes[0].Removed) != 2 {
 		t.Fatalf("enforce: %d %s %s", code, out, e)
 	}
 	code, out, e = runCLI(t, env, "cleanup", "--grace", "-1s", "--json")
 	var cr blockdiff.CleanupResult
-	if code != exitOK || json.Unmarshal([]byte(out), &cr) != nil || cr.Deleted == 0 {
+	if code != cli.ExitOK || json.Unmarshal([]byte(out), &cr) != nil || cr.Deleted == 0 {
 		t.Fatalf("cleanup: %d %s %s", code, out, e)
 	}
 	code, out, _ = runCLI(t, env, "ls", "--json")
 	var vs []versionJSON
-	if code != exitOK || json.Unmarshal([]byte(out), &vs) != nil || len(vs) != 1 {
+	if code != cli.ExitOK || json.Unmarshal([]byte(out), &vs) != nil || len(vs) != 1 {
 		t.Fatalf("ls after enforce: %s", out)
 	}
-	if code, _, e := runCLI(t, env, "restore", vs[0].ID, "--to", t.TempDir()+"/out.sql"); code != exitOK {
+	if code, _, e := runCLI(t, env, "restore", vs[0].ID, "--to", t.TempDir()+"/out.sql"); code != cli.ExitOK {
 		t.Fatalf("restore after cleanup: %s", e)
 	}
 }

@@ -1,0 +1,197 @@
+// Package cli holds what cairn's binaries share: exit codes, usage errors,
+// the repository flags (--repo, --password-file, --log-level) with their
+// environment fallbacks, and opening a blockdiff repository from them.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/cairn-backup/cairn/blockdiff"
+	"github.com/cairn-backup/cairn/objstore"
+	"github.com/spf13/cobra"
+)
+
+// Exit codes of every cairn binary.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2
+)
+
+// IO is the process environment a command runs in, injectable for tests.
+type IO struct {
+	In     io.Reader
+	Out    io.Writer
+	Err    io.Writer
+	Getenv func(string) string
+}
+
+// StdIO is the real process environment.
+func StdIO() IO { return IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Getenv: os.Getenv} }
+
+// UsageError marks an error as the caller's mistake (exit code 2).
+type UsageError struct{ Err error }
+
+func (u UsageError) Error() string { return u.Err.Error() }
+func (u UsageError) Unwrap() error { return u.Err }
+
+// Usagef returns a UsageError with a formatted message.
+func Usagef(format string, a ...any) error { return UsageError{Err: fmt.Errorf(format, a...)} }
+
+// Args wraps a cobra argument check so that its error is a usage error.
+func Args(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, as []string) error {
+		if err := check(cmd, as); err != nil {
+			return UsageError{Err: err}
+		}
+		return nil
+	}
+}
+
+// Execute runs one command line of root and returns the exit code: errors
+// are printed as "NAME: error", and usage errors (bad flags, arguments,
+// unknown commands) exit 2 with a pointer to --help.
+func Execute(ctx context.Context, root *cobra.Command, args []string, sio IO) int {
+	root.SilenceUsage, root.SilenceErrors = true, true
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return UsageError{Err: err} })
+	root.SetArgs(args)
+	root.SetIn(sio.In)
+	root.SetOut(sio.Out)
+	root.SetErr(sio.Err)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintln(sio.Err, root.Name()+":", err)
+	var ue UsageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
+		fmt.Fprintf(sio.Err, "Run '%s --help' for usage.\n", root.Name())
+		return ExitUsage
+	}
+	return ExitFailure
+}
+
+// Repo is the repository a command works on, from the shared flags and the
+// environment ($CAIRN_REPO, $CAIRN_PASSWORD).
+type Repo struct {
+	IO           IO
+	URL          string            // --repo
+	PasswordFile string            // --password-file
+	LogLevel     string            // --log-level
+	Log          *slog.Logger      // set by Setup
+	Options      blockdiff.Options // extra options of the binary (locks); passphrase and logger are filled in
+}
+
+// AddFlags registers --repo, --password-file and --log-level on root.
+func (r *Repo) AddFlags(root *cobra.Command, logLevelHelp string) {
+	pf := root.PersistentFlags()
+	pf.StringVar(&r.URL, "repo", "", "repository URL (default $CAIRN_REPO)")
+	pf.StringVar(&r.PasswordFile, "password-file", "", "file holding the repository passphrase (default $CAIRN_PASSWORD)")
+	pf.StringVar(&r.LogLevel, "log-level", "info", logLevelHelp)
+}
+
+// Setup configures logging once the flags are parsed.
+func (r *Repo) Setup() error {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(r.LogLevel)); err != nil {
+		return Usagef("--log-level %q: want debug, info, warn or error", r.LogLevel)
+	}
+	r.Log = slog.New(slog.NewTextHandler(r.IO.Err, &slog.HandlerOptions{Level: lvl}))
+	return nil
+}
+
+// Passphrase reads the passphrase from --password-file or $CAIRN_PASSWORD;
+// nil when neither is set. It is never a flag value, so it never shows in ps.
+func (r *Repo) Passphrase() ([]byte, error) {
+	if r.PasswordFile != "" {
+		b, err := os.ReadFile(r.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("password file: %w", err)
+		}
+		return []byte(strings.TrimRight(string(b), "\r\n")), nil
+	}
+	if p := r.IO.Getenv("CAIRN_PASSWORD"); p != "" {
+		return []byte(p), nil
+	}
+	return nil, nil
+}
+
+// Store opens the repository's store from --repo or $CAIRN_REPO; a bare
+// path is a local folder.
+func (r *Repo) Store(ctx context.Context) (objstore.Store, error) {
+	url := r.URL
+	if url == "" {
+		url = r.IO.Getenv("CAIRN_REPO")
+	}
+	if url == "" {
+		return nil, Usagef("no repository: give --repo URL or set CAIRN_REPO")
+	}
+	if !strings.Contains(url, "://") {
+		url = "file://" + url
+	}
+	s, err := objstore.Open(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("open repository: %w", err)
+	}
+	return s, nil
+}
+
+// WithRepo opens the repository, runs fn and closes everything.
+func (r *Repo) WithRepo(ctx context.Context, fn func(*blockdiff.Repository) error) error {
+	s, err := r.Store(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	pass, err := r.Passphrase()
+	if err != nil {
+		return err
+	}
+	opts := r.Options
+	opts.Passphrase, opts.Logger = pass, r.Log
+	repo, err := blockdiff.Open(ctx, s, opts)
+	if errors.Is(err, blockdiff.ErrPassphraseRequired) {
+		return fmt.Errorf("%w: set CAIRN_PASSWORD or use --password-file", err)
+	}
+	if err != nil {
+		return err
+	}
+	defer repo.Close()
+	return fn(repo)
+}
+
+// ParseLabels parses key=value arguments into labels.
+func ParseLabels(kvs []string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, Usagef("label %q: want key=value", kv)
+		}
+		if err := blockdiff.CheckLabel(k, v); err != nil {
+			return nil, UsageError{Err: err}
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// HumanBytes formats n with binary units, as in "4.0 MiB".
+func HumanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
