@@ -36,11 +36,13 @@ echo "test.sh: testenv up in $(since "$t")" >&2
 # shellcheck source=/dev/null
 source "$CAIRN_TESTENV_FILE"
 
+# -timeout: the ZFS packages run all their tests inside the emulated guest,
+# which takes minutes; 30m leaves room on a loaded machine.
 race=(-race)
 [[ ${CAIRN_TEST_RACE:-1} == 1 ]] || race=()
 t=$(date +%s)
 # shellcheck disable=SC2086
-go test -count=1 "${race[@]}" -tags "ceph pacific" ${CAIRN_TEST_FLAGS:-} ${CAIRN_TEST_PKGS:-./...}
+go test -count=1 -timeout 30m "${race[@]}" -tags "ceph pacific" ${CAIRN_TEST_FLAGS:-} ${CAIRN_TEST_PKGS:-./...}
 echo "test.sh: go test done in $(since "$t")" >&2
 
 # The README's main job must keep working too.

@@ -1,11 +1,9 @@
 // The daemon's end-to-end test runs five cycles of the seed's jobs and a
-// resume on real ZFS: minutes in the emulated (TCG) guest. Under -race (make
-// test) it would put the package's 10-minute test timeout at risk, so it
-// runs without the race detector only:
+// resume on real ZFS: minutes in the emulated (TCG) guest, so make test gives
+// go test a longer -timeout than its default 10 minutes (the guest binary is
+// built without cgo, so never with the race detector). Alone:
 //
 //	go test -run TestDaemonSeed ./zfsrepl/vmtest/
-
-//go:build !race
 
 package vmtest
 
