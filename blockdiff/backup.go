@@ -345,6 +345,13 @@ func (b *backupRun) block(ctx context.Context, j blockJob, buf []byte, uploads c
 		return nil
 	}
 	b.refs[j.i] = Ref{ID: id, Length: l}
+	return b.storeNew(ctx, id, p, uploads, free)
+}
+
+// storeNew claims id in the dedup set and, when no other block or chunk has
+// stored or is storing it, encodes p and queues its upload; a known id only
+// waits for the upload in flight. Block and stream backups share it.
+func (b *backupRun) storeNew(ctx context.Context, id ID, p []byte, uploads chan<- upload, free chan []byte) error {
 	isNew, f := b.r.claim(id)
 	if !isNew {
 		b.nDedup.Add(1)
@@ -362,12 +369,12 @@ func (b *backupRun) block(ctx context.Context, j blockJob, buf []byte, uploads c
 		b.r.land(id, f, context.Cause(ctx))
 		return context.Cause(ctx)
 	}
-	if enc == nil {
-		enc = make([]byte, 0, sealSize(int(b.bs)))
+	if cap(enc) < sealSize(len(p)) {
+		enc = make([]byte, 0, sealSize(len(p)))
 	}
 	enc = b.r.codec.seal(enc, dataKey(id), p, true)
 	select {
-	case uploads <- upload{id: id, body: enc, len: l, f: f}:
+	case uploads <- upload{id: id, body: enc, len: int64(len(p)), f: f}:
 		return nil
 	case <-ctx.Done():
 		free <- enc

@@ -245,7 +245,6 @@ func (b *backupRun) chunkStream(ctx context.Context, src io.Reader, jobs chan<- 
 // streamChunk hashes one chunk and, when it is new, encodes it for upload.
 func (b *backupRun) streamChunk(ctx context.Context, j streamJob, refsMu *sync.Mutex, uploads chan<- upload, free chan []byte) error {
 	p := j.buf
-	l := int64(len(p))
 	if isZero(p) {
 		refsMu.Lock()
 		b.refs[j.i].Sparse = true
@@ -257,35 +256,7 @@ func (b *backupRun) streamChunk(ctx context.Context, j streamJob, refsMu *sync.M
 	refsMu.Lock()
 	b.refs[j.i].ID = id
 	refsMu.Unlock()
-	isNew, f := b.r.claim(id)
-	if !isNew {
-		b.nDedup.Add(1)
-		if f != nil {
-			b.mu.Lock()
-			b.waits = append(b.waits, f)
-			b.mu.Unlock()
-		}
-		return nil
-	}
-	var enc []byte
-	select {
-	case enc = <-free:
-	case <-ctx.Done():
-		b.r.land(id, f, context.Cause(ctx))
-		return context.Cause(ctx)
-	}
-	if cap(enc) < sealSize(len(p)) {
-		enc = make([]byte, 0, sealSize(len(p)))
-	}
-	enc = b.r.codec.seal(enc, dataKey(id), p, true)
-	select {
-	case uploads <- upload{id: id, body: enc, len: l, f: f}:
-		return nil
-	case <-ctx.Done():
-		free <- enc
-		b.r.land(id, f, context.Cause(ctx))
-		return context.Cause(ctx)
-	}
+	return b.storeNew(ctx, id, p, uploads, free)
 }
 
 // StreamRestoreOptions tune RestoreStream.
