@@ -160,3 +160,22 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 	}
 	return open(ctx, u)
 }
+
+// ExpectEOF checks that r holds no byte beyond the size a Put announced; a
+// backend calls it after reading size bytes, so a caller's wrong size is an
+// error instead of a silently truncated object.
+func ExpectEOF(r io.Reader, size int64) error {
+	var one [1]byte
+	for {
+		n, err := r.Read(one[:])
+		if n > 0 {
+			return fmt.Errorf("reader holds more than the announced size %d", size)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading the object: %w", err)
+		}
+	}
+}

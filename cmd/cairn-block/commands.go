@@ -28,26 +28,7 @@ func (a *app) initCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s, err := a.Store(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			pass, err := a.Passphrase()
-			if err != nil {
-				return err
-			}
-			if encrypt && len(pass) == 0 {
-				return cli.Usagef("--encrypt needs a passphrase: set CAIRN_PASSWORD or use --password-file")
-			}
-			r, err := blockdiff.Init(cmd.Context(), s, blockdiff.InitConfig{BlockSize: int(bs), Encrypt: encrypt},
-				blockdiff.Options{Passphrase: pass, Logger: a.Log})
-			if err != nil {
-				return err
-			}
-			defer r.Close()
-			a.Log.Info("repository created", "id", r.Config().ID, "block_size", r.BlockSize(), "encrypted", r.Encrypted())
-			return nil
+			return a.Init(cmd.Context(), blockdiff.InitConfig{BlockSize: int(bs), Encrypt: encrypt})
 		},
 	}
 	cmd.Flags().BoolVar(&encrypt, "encrypt", false, "encrypt with a key wrapped by the passphrase")

@@ -166,6 +166,30 @@ func (r *Repo) WithRepo(ctx context.Context, fn func(*blockdiff.Repository) erro
 	return fn(repo)
 }
 
+// Init creates a repository at --repo with ic, the passphrase of --encrypt
+// from --password-file or $CAIRN_PASSWORD, and logs what it made.
+func (r *Repo) Init(ctx context.Context, ic blockdiff.InitConfig) error {
+	s, err := r.Store(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	pass, err := r.Passphrase()
+	if err != nil {
+		return err
+	}
+	if ic.Encrypt && len(pass) == 0 {
+		return Usagef("--encrypt needs a passphrase: set CAIRN_PASSWORD or use --password-file")
+	}
+	repo, err := blockdiff.Init(ctx, s, ic, blockdiff.Options{Passphrase: pass, Logger: r.Log})
+	if err != nil {
+		return err
+	}
+	defer repo.Close()
+	r.Log.Info("repository created", "id", repo.Config().ID, "block_size", repo.BlockSize(), "encrypted", repo.Encrypted())
+	return nil
+}
+
 // ParseLabels parses key=value arguments into labels.
 func ParseLabels(kvs []string) (map[string]string, error) {
 	m := map[string]string{}

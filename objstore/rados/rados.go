@@ -358,7 +358,7 @@ func (s *store) put(ctx context.Context, op, key string, r io.Reader, size int64
 	buf = buf[:hdrLen+n]
 	if int64(n) <= s.partSize {
 		if size >= 0 {
-			if err := expectEOF(ctxReader{ctx, r}, size); err != nil {
+			if err := objstore.ExpectEOF(ctxReader{ctx, r}, size); err != nil {
 				return s.err(op, key, err)
 			}
 		}
@@ -757,21 +757,4 @@ func (c ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
-}
-
-// expectEOF checks that r holds no byte beyond the announced size.
-func expectEOF(r io.Reader, size int64) error {
-	var one [1]byte
-	for {
-		n, err := r.Read(one[:])
-		if n > 0 {
-			return fmt.Errorf("reader holds more than the announced size %d", size)
-		}
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("reading the object: %w", err)
-		}
-	}
 }

@@ -418,7 +418,7 @@ func (s *store) put(ctx context.Context, op, key string, r io.Reader, size int64
 		return s.err(op, key, fmt.Errorf("reader ended after %d of the announced %d bytes: %w", n, size, io.ErrUnexpectedEOF))
 	}
 	if size >= 0 && size == int64(n) && !eof {
-		if err := expectEOF(cr, size); err != nil {
+		if err := objstore.ExpectEOF(cr, size); err != nil {
 			return s.err(op, key, err)
 		}
 		eof = true
@@ -430,22 +430,6 @@ func (s *store) put(ctx context.Context, op, key string, r io.Reader, size int64
 		return s.err(op, key, fmt.Errorf("%w: conditional create of objects larger than part_size (%d bytes) needs a multipart upload, which the s3 backend cannot make conditional", objstore.ErrNotSupported, s.partSize))
 	}
 	return s.multipart(ctx, key, buf, cr, size)
-}
-
-func expectEOF(r io.Reader, size int64) error {
-	var one [1]byte
-	for {
-		n, err := r.Read(one[:])
-		if n > 0 {
-			return fmt.Errorf("reader holds more than the announced size %d", size)
-		}
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("reading the object: %w", err)
-		}
-	}
 }
 
 func (s *store) putObject(ctx context.Context, op, key string, body []byte, excl bool) error {
@@ -598,7 +582,7 @@ func (s *store) multipart(ctx context.Context, key string, first []byte, r io.Re
 		if size >= 0 {
 			want = min(partSize, size-total)
 			if want == 0 {
-				readErr = expectEOF(r, size)
+				readErr = objstore.ExpectEOF(r, size)
 				break
 			}
 		}
