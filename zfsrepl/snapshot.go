@@ -69,6 +69,9 @@ type SnapshotConfig struct {
 	Now func() time.Time
 	// Logger gets a line per filesystem and hook output; nil discards.
 	Logger *slog.Logger
+	// Start, when set, is called by RunPeriodic as each round starts,
+	// before its first hook.
+	Start func()
 }
 
 func (c *SnapshotConfig) now() time.Time {
@@ -252,6 +255,9 @@ func RunPeriodic(ctx context.Context, t SnapshotTarget, cfg SnapshotConfig, done
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if cfg.Start != nil {
+			cfg.Start()
 		}
 		rep := SnapshotAll(ctx, t, cfg)
 		if done != nil {

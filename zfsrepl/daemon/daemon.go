@@ -8,6 +8,17 @@
 // Shutdown cancels the running step: zfs send stops, the sink keeps the
 // partial receive's resume token, holds are released, and the next run
 // resumes the step.
+//
+// A job's State in Status is what it does now: snapshotting (a round of the
+// periodic snapshotter, its hooks included), replicating, pruning, serving
+// (a sink), or, between runs, idle after a run that succeeded and error
+// after one that failed (LastError says why; the next run that succeeds
+// clears both). A run of a push or snap job is the snapshot round that
+// triggered it (when it did), then replication and pruning: a failed
+// snapshot round fails the run even when replication and pruning succeed.
+// The periodic snapshotter does not wait for a running replication (as
+// zrepl's): while a round overlaps a run, State is snapshotting, then
+// returns to the run's phase.
 package daemon
 
 import (
@@ -92,12 +103,39 @@ func (e *Env) defaults(log *slog.Logger) {
 
 // Job states in Status.
 const (
-	StateIdle        = "idle"        // waiting for the next run
-	StateReplicating = "replicating" // replicating
-	StatePruning     = "pruning"     // pruning
-	StateServing     = "serving"     // a sink serving
-	StateStopped     = "stopped"     // the daemon is shutting down
+	StateIdle         = "idle"         // waiting for the next run; the last one succeeded
+	StateError        = "error"        // waiting for the next run; the last one failed (LastError)
+	StateSnapshotting = "snapshotting" // taking snapshots, running their hooks
+	StateReplicating  = "replicating"  // replicating
+	StatePruning      = "pruning"      // pruning
+	StateServing      = "serving"      // a sink serving
+	StateStopped      = "stopped"      // the daemon is shutting down
 )
+
+// activity is what a job is doing, from which its State follows.
+type activity struct {
+	phase        string // StateReplicating, StatePruning, StateServing, or "" between runs
+	snapshotting bool   // a snapshot round is running
+	stopped      bool
+	// snapErr is the error of the snapshot rounds since the last run: the
+	// next run reports it.
+	snapErr error
+}
+
+// state returns the State of a job doing a whose status is s.
+func (a *activity) state(s *Status) string {
+	switch {
+	case a.stopped:
+		return StateStopped
+	case a.snapshotting:
+		return StateSnapshotting
+	case a.phase != "":
+		return a.phase
+	case s.LastError != "":
+		return StateError
+	}
+	return StateIdle
+}
 
 // Status is the state of one job, as `status` prints it.
 type Status struct {
@@ -137,6 +175,7 @@ type Daemon struct {
 
 	mu     sync.Mutex
 	status map[string]*Status
+	act    map[string]*activity
 	wakeup map[string]chan struct{}
 }
 
@@ -151,10 +190,11 @@ func New(cfg *config.Config, env Env, log *slog.Logger) (*Daemon, error) {
 	}
 	env.defaults(log)
 	d := &Daemon{cfg: cfg, global: g, env: env, log: log, reg: prometheus.NewRegistry(),
-		status: map[string]*Status{}, wakeup: map[string]chan struct{}{}}
+		status: map[string]*Status{}, act: map[string]*activity{}, wakeup: map[string]chan struct{}{}}
 	d.metrics = newMetrics(d.reg)
 	for _, j := range cfg.Jobs {
 		d.status[j.Name] = &Status{Name: j.Name, Type: j.Type, State: StateIdle}
+		d.act[j.Name] = &activity{}
 		d.wakeup[j.Name] = make(chan struct{}, 1)
 		// Export the job's series from the start, at zero.
 		switch j.Type {
@@ -191,10 +231,14 @@ func (d *Daemon) Status() []Status {
 	return out
 }
 
-func (d *Daemon) update(job string, f func(s *Status)) {
+// update changes a job's status and activity under the lock, then derives
+// its State.
+func (d *Daemon) update(job string, f func(s *Status, a *activity)) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	f(d.status[job])
+	s, a := d.status[job], d.act[job]
+	f(s, a)
+	s.State = a.state(s)
 }
 
 // ErrNoJob is returned by Wakeup for an unknown job.
@@ -274,7 +318,7 @@ func (d *Daemon) Run(ctx context.Context, sock string) error {
 	}
 	wg.Wait()
 	for _, j := range d.cfg.Jobs {
-		d.update(j.Name, func(s *Status) { s.State = StateStopped })
+		d.update(j.Name, func(_ *Status, a *activity) { a.stopped = true })
 	}
 	d.log.Info("daemon stopped")
 	return err
@@ -287,7 +331,7 @@ func (d *Daemon) runSink(ctx context.Context, j *config.Job) error {
 	if err != nil {
 		return err
 	}
-	d.update(j.Name, func(s *Status) { s.State, s.Listen = StateServing, l.Addr().String() })
+	d.update(j.Name, func(s *Status, a *activity) { a.phase, s.Listen = StateServing, l.Addr().String() })
 	errc := make(chan error, 1)
 	go func() {
 		if tlsOn {
@@ -312,23 +356,38 @@ func (d *Daemon) runSink(ctx context.Context, j *config.Job) error {
 	}
 }
 
-// snapshotLoop runs the periodic snapshotter of a job, calling after each
-// round; with manual snapshotting it does nothing.
-func (d *Daemon) snapshotLoop(ctx context.Context, j *config.Job, local Local, after func(*zfsrepl.SnapshotReport)) {
+// snapshotLoop runs the periodic snapshotter of a job and wakes the job up
+// after each round; with manual snapshotting it does nothing.
+func (d *Daemon) snapshotLoop(ctx context.Context, j *config.Job, local Local) {
 	sn, err := j.ParseSnapshotting()
 	if err != nil || sn.Type != "periodic" {
 		return
 	}
 	cfg := sn.SnapshotConfig()
 	cfg.Now, cfg.Logger = d.env.Now, d.log.With("job", j.Name)
+	cfg.Start = func() { d.update(j.Name, func(_ *Status, a *activity) { a.snapshotting = true }) }
 	_ = zfsrepl.RunPeriodic(ctx, local, cfg, func(r *zfsrepl.SnapshotReport) {
 		d.metrics.snapshots.WithLabelValues(j.Name).Add(float64(len(r.Taken)))
 		if r.Err() != nil {
 			d.metrics.errors.WithLabelValues(j.Name, "snapshot").Inc()
 		}
-		d.update(j.Name, func(s *Status) { s.Snapshot = r })
-		after(r)
+		d.update(j.Name, func(s *Status, a *activity) {
+			s.Snapshot, a.snapshotting = r, false
+			a.snapErr = errors.Join(a.snapErr, r.Err())
+		})
+		_ = d.Wakeup(j.Name)
 	})
+}
+
+// startRun marks the start of a run in phase and returns the errors of the
+// snapshot rounds that preceded it.
+func (d *Daemon) startRun(job, phase string, start time.Time) error {
+	var snapErr error
+	d.update(job, func(s *Status, a *activity) {
+		a.phase, s.LastStart, s.StepBytes = phase, start, 0
+		snapErr, a.snapErr = a.snapErr, nil
+	})
+	return snapErr
 }
 
 func (d *Daemon) runPush(ctx context.Context, j *config.Job) error {
@@ -348,7 +407,7 @@ func (d *Daemon) runPush(ctx context.Context, j *config.Job) error {
 		return err
 	}
 	wake := d.wakeup[j.Name]
-	go d.snapshotLoop(ctx, j, local, func(*zfsrepl.SnapshotReport) { _ = d.Wakeup(j.Name) })
+	go d.snapshotLoop(ctx, j, local)
 	for {
 		select {
 		case <-ctx.Done():
@@ -363,9 +422,11 @@ func (d *Daemon) runPush(ctx context.Context, j *config.Job) error {
 func (d *Daemon) pushOnce(ctx context.Context, j *config.Job, local Local, remote zfsrepl.Receiver, pr config.Pruning) {
 	log := d.log.With("job", j.Name)
 	start := d.env.Now()
-	d.update(j.Name, func(s *Status) { s.State, s.LastStart, s.StepBytes = StateReplicating, start, 0 })
+	snapErr := d.startRun(j.Name, StateReplicating, start)
 	rep := zfsrepl.Replicate(ctx, local, remote, zfsrepl.Config{Job: j.Name, Plan: j.PlanConfig(), Logger: log,
-		Progress: func(_ string, _ zfsrepl.Step, n int64) { d.update(j.Name, func(s *Status) { s.StepBytes = n }) }})
+		Progress: func(_ string, _ zfsrepl.Step, n int64) {
+			d.update(j.Name, func(s *Status, _ *activity) { s.StepBytes = n })
+		}})
 	bytes := rep.Bytes()
 	d.metrics.bytes.WithLabelValues(j.Name).Add(float64(bytes))
 	d.metrics.duration.WithLabelValues(j.Name, "replication").Observe(rep.End.Sub(rep.Start).Seconds())
@@ -375,10 +436,10 @@ func (d *Daemon) pushOnce(ctx context.Context, j *config.Job, local Local, remot
 		log.Error("replication failed", "err", repErr)
 	}
 	if ctx.Err() != nil {
-		d.finish(j.Name, start, rep, nil, bytes, ctx.Err())
+		d.finish(j.Name, start, rep, nil, bytes, errors.Join(snapErr, ctx.Err()))
 		return
 	}
-	d.update(j.Name, func(s *Status) { s.State = StatePruning })
+	d.update(j.Name, func(_ *Status, a *activity) { a.phase = StatePruning })
 	t0 := time.Now()
 	preps, pruneErr := zfsrepl.PrunePush(ctx, local, remote, pr.KeepSender, pr.KeepReceiver, zfsrepl.PruneOptions{Job: j.Name, Now: d.env.Now(), Logger: log})
 	d.metrics.duration.WithLabelValues(j.Name, "pruning").Observe(time.Since(t0).Seconds())
@@ -386,7 +447,7 @@ func (d *Daemon) pushOnce(ctx context.Context, j *config.Job, local Local, remot
 		d.metrics.errors.WithLabelValues(j.Name, "pruning").Inc()
 		log.Error("pruning failed", "err", pruneErr)
 	}
-	d.finish(j.Name, start, rep, preps, bytes, errors.Join(repErr, pruneErr))
+	d.finish(j.Name, start, rep, preps, bytes, errors.Join(snapErr, repErr, pruneErr))
 }
 
 func (d *Daemon) finish(job string, start time.Time, rep *zfsrepl.Report, preps []zfsrepl.PruneReport, bytes int64, err error) {
@@ -399,8 +460,8 @@ func (d *Daemon) finish(job string, start time.Time, rep *zfsrepl.Report, preps 
 	if err == nil {
 		d.metrics.lastSuccess.WithLabelValues(job).Set(float64(end.Unix()))
 	}
-	d.update(job, func(s *Status) {
-		s.State, s.LastEnd, s.Runs, s.Bytes, s.StepBytes = StateIdle, end, s.Runs+1, bytes, 0
+	d.update(job, func(s *Status, a *activity) {
+		a.phase, s.LastEnd, s.Runs, s.Bytes, s.StepBytes = "", end, s.Runs+1, bytes, 0
 		s.TotalBytes += bytes
 		s.Replication, s.Prune, s.Pruned = rep, preps, pruned
 		s.LastError = ""
@@ -422,7 +483,7 @@ func (d *Daemon) runSnap(ctx context.Context, j *config.Job) error {
 		return err
 	}
 	wake := d.wakeup[j.Name]
-	go d.snapshotLoop(ctx, j, local, func(*zfsrepl.SnapshotReport) { _ = d.Wakeup(j.Name) })
+	go d.snapshotLoop(ctx, j, local)
 	for {
 		select {
 		case <-ctx.Done():
@@ -430,11 +491,11 @@ func (d *Daemon) runSnap(ctx context.Context, j *config.Job) error {
 		case <-wake:
 		}
 		start := d.env.Now()
-		d.update(j.Name, func(s *Status) { s.State, s.LastStart = StatePruning, start })
+		snapErr := d.startRun(j.Name, StatePruning, start)
 		preps, err := zfsrepl.PruneLocal(ctx, local, pr.Keep, zfsrepl.PruneOptions{Now: d.env.Now(), Logger: d.log.With("job", j.Name)})
 		if err != nil {
 			d.metrics.errors.WithLabelValues(j.Name, "pruning").Inc()
 		}
-		d.finish(j.Name, start, nil, preps, 0, err)
+		d.finish(j.Name, start, nil, preps, 0, errors.Join(snapErr, err))
 	}
 }
