@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	chunkers "github.com/PlakarKorp/go-cdc-chunkers"
 	_ "github.com/PlakarKorp/go-cdc-chunkers/chunkers/jc" // registers jc-v1.0.0
 	"github.com/zeebo/blake3"
 )
@@ -69,21 +68,6 @@ func (c *codec) chunkerKey() []byte {
 	return h.Sum(nil)
 }
 
-// newChunker builds the repository's chunker over src with scan buffer buf
-// (at least Max bytes).
-func (r *Repository) newChunker(src io.Reader, buf []byte) (*chunkers.Chunker, error) {
-	p := r.cfg.Chunker
-	if err := CheckChunkerParams(p); err != nil {
-		return nil, err
-	}
-	c, err := chunkers.NewChunkerBuffer(chunkerImpl[p.Algorithm], src,
-		&chunkers.ChunkerOpts{MinSize: p.Min, NormalSize: p.Avg, MaxSize: p.Max, Key: r.codec.chunkerKey()}, buf)
-	if err != nil {
-		return nil, fmt.Errorf("blockdiff: chunker: %w", err)
-	}
-	return c, nil
-}
-
 // StreamOptions describe one stream backup.
 type StreamOptions struct {
 	Volume string            // name of the stream (e.g. "pg-main"); required
@@ -93,10 +77,11 @@ type StreamOptions struct {
 	Progress func(done int64)
 }
 
-// streamJob is one chunk on its way from the reader to the workers.
+// streamJob is one chunk on its way from the cutter to the workers.
 type streamJob struct {
 	i   int
-	buf []byte
+	buf []byte   // the chunk, in seg
+	seg *segment // released once the chunk is hashed and encoded
 }
 
 // BackupStream reads src to its end and stores it as a new version of kind
@@ -109,9 +94,9 @@ type streamJob struct {
 // is not interrupted by ctx; readers backed by a process or a connection
 // should close themselves when ctx ends (pgdump does).
 //
-// Memory: at most 2*Workers chunk buffers and 2*Workers+Transfers encode
-// buffers (of up to Max bytes each), plus a scan buffer of 2*Max, whatever
-// the stream's length. Stats.BytesWritten is the stored size of the chunks
+// Memory: at most 3 segments of 5*Max bytes that chunks are cut from in
+// place, and 2*Workers+Transfers encode buffers of up to Max bytes,
+// whatever the stream's length. Stats.BytesWritten is the stored size of the chunks
 // this version added to the repository.
 func (r *Repository) BackupStream(ctx context.Context, src io.Reader, opts StreamOptions) (*Version, error) {
 	start := time.Now()
@@ -151,22 +136,22 @@ func (r *Repository) BackupStream(ctx context.Context, src io.Reader, opts Strea
 	return r.finishBackup(ctx, v, b, runErr, start)
 }
 
-// runStream is the stream pipeline: this goroutine reads and chunks, workers
-// hash and encode, uploaders store (backupRun.uploader).
+// runStream is the stream pipeline: the cutter reads and cuts (cut.go),
+// workers hash and encode, uploaders store (backupRun.uploader).
 func (b *backupRun) runStream(ctx context.Context, src io.Reader, progress func(int64)) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	b.cancel = cancel
+	c, err := newCutter(b.r.cfg.Chunker, b.r.codec.chunkerKey())
+	if err != nil {
+		return err
+	}
 	w := b.r.opts.Workers
 	jobs := make(chan streamJob, w)
 	uploads := make(chan upload, w)
-	chunkFree := make(chan []byte, 2*w) // chunk copies: queued or being hashed
 	encFree := make(chan []byte, 2*w+b.r.opts.Transfers)
-	for range cap(chunkFree) {
-		chunkFree <- nil // allocated on first use, so small streams stay small
-	}
 	for range cap(encFree) {
-		encFree <- nil
+		encFree <- nil // allocated on first use, so small streams stay small
 	}
 	var refsMu sync.Mutex
 	var workers, uploaders sync.WaitGroup
@@ -181,11 +166,27 @@ func (b *backupRun) runStream(ctx context.Context, src io.Reader, progress func(
 						b.cancel(err)
 					}
 				}
-				chunkFree <- j.buf
+				j.seg.release()
 			}
 		})
 	}
-	err := b.chunkStream(ctx, src, jobs, chunkFree, &refsMu, progress)
+	i := 0
+	err = c.run(ctx, src, func(seg *segment, chunk []byte) error {
+		refsMu.Lock()
+		b.refs = append(b.refs, Ref{Length: int64(len(chunk))})
+		refsMu.Unlock()
+		if d := b.bytesRead.Add(int64(len(chunk))); progress != nil {
+			progress(d)
+		}
+		select {
+		case jobs <- streamJob{i: i, buf: chunk, seg: seg}:
+			i++
+			return nil
+		case <-ctx.Done():
+			seg.release()
+			return context.Cause(ctx)
+		}
+	})
 	if err != nil {
 		b.cancel(err)
 	}
@@ -197,49 +198,6 @@ func (b *backupRun) runStream(ctx context.Context, src io.Reader, progress func(
 		return err
 	}
 	return b.waitFlights(ctx)
-}
-
-// chunkStream reads src, cuts it and queues a copy of each chunk.
-func (b *backupRun) chunkStream(ctx context.Context, src io.Reader, jobs chan<- streamJob, free chan []byte,
-	refsMu *sync.Mutex, progress func(int64)) error {
-	ch, err := b.r.newChunker(src, make([]byte, 2*b.r.cfg.Chunker.Max))
-	if err != nil {
-		return err
-	}
-	for i := 0; ; i++ {
-		chunk, err := ch.Next()
-		if err != nil && err != io.EOF {
-			return fmt.Errorf("read stream at %d: %w", b.bytesRead.Load(), err)
-		}
-		if len(chunk) > 0 {
-			var buf []byte
-			select {
-			case buf = <-free:
-			case <-ctx.Done():
-				return context.Cause(ctx)
-			}
-			buf = append(buf[:0], chunk...)
-			refsMu.Lock()
-			b.refs = append(b.refs, Ref{Length: int64(len(chunk))})
-			refsMu.Unlock()
-			d := b.bytesRead.Add(int64(len(chunk)))
-			if progress != nil {
-				progress(d)
-			}
-			select {
-			case jobs <- streamJob{i: i, buf: buf}:
-			case <-ctx.Done():
-				free <- buf
-				return context.Cause(ctx)
-			}
-		}
-		if err == io.EOF {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return context.Cause(ctx)
-		}
-	}
 }
 
 // streamChunk hashes one chunk and, when it is new, encodes it for upload.
