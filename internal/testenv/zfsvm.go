@@ -36,6 +36,27 @@ import (
 // that need the host's servers (S3, Ceph, PostgreSQL are not reachable from
 // the guest).
 
+// ZFSVMCommands are main packages (import paths) that RunInZFSVM also builds
+// with CGO_ENABLED=0 into the guest's share, for tests that run the real
+// binaries as processes in the guest. A test file adds to it from an init
+// function; GuestCommand returns where one is in the guest.
+var ZFSVMCommands []string
+
+// guestBin is where the guest finds the binaries of ZFSVMCommands.
+const guestBin = "/mnt/host/bin"
+
+// GuestCommand returns the path in the guest of the binary of a package of
+// ZFSVMCommands, named after the package's last element ("cairn-zrepl" for
+// ".../cmd/cairn-zrepl"); the test fails when it is not there.
+func GuestCommand(t testing.TB, name string) string {
+	t.Helper()
+	p := filepath.Join(guestBin, name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s is not in the guest (is its package in testenv.ZFSVMCommands?): %v", name, err)
+	}
+	return p
+}
+
 // GuestEnv is the variable that marks a process running inside the OpenZFS
 // guest; RunInZFSVM sets it to "1" there.
 const GuestEnv = "CAIRN_IN_ZFSVM"
@@ -117,11 +138,15 @@ func ZPool(t testing.TB, name string) string {
 // Inside the guest it returns m.Run(). On the host, when the VM is prepared
 // (ZFSVM_KERNEL, ZFSVM_INITRD, ZFSVM_RUN), it builds the package's test binary
 // with CGO_ENABLED=0 (build tags from CAIRN_ZFSVM_TAGS, none by default),
+// and the binaries of ZFSVMCommands,
 // copies it with the package's testdata into a fresh share directory, boots one
 // guest, runs the binary there as root with this process's -test.* flags,
 // streams the guest's output to stdout and returns the guest's exit code. When
 // the VM is not prepared, or for -test.list, it runs the tests on the host,
 // where ZFS(t) skips them (or fails them under CI=true).
+//
+// A -test.cpuprofile is taken in the guest and copied back, with the guest's
+// test binary beside it (PROFILE.bin) for go tool pprof.
 //
 // The guest's timeout is -test.timeout plus five minutes (ZFSVM_TIMEOUT, in
 // seconds, overrides it); the guest's memory and CPUs follow ZFSVM_MEM and
@@ -139,6 +164,26 @@ func RunInZFSVM(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+// saveGuestProfile copies the guest's CPU profile to where -test.cpuprofile
+// asked for it (relative paths are under -test.outputdir, as go test passes
+// them), with the guest's test binary beside it as PROFILE.bin: the
+// profile's symbols are that binary's, not the host's.
+func saveGuestProfile(share, binary, profile string, args []string) error {
+	if dir, ok := flagValue(args, "outputdir"); ok && !filepath.IsAbs(profile) {
+		profile = filepath.Join(dir, profile)
+	}
+	for from, to := range map[string]string{"cpu.pprof": profile, binary: profile + ".bin"} {
+		b, err := os.ReadFile(filepath.Join(share, from))
+		if err != nil {
+			return fmt.Errorf("the guest's CPU profile: %w", err)
+		}
+		if err := os.WriteFile(to, b, 0o644); err != nil {
+			return fmt.Errorf("the guest's CPU profile: %w", err)
+		}
+	}
+	return nil
 }
 
 // hostOnlyFlags are -test.* flags whose values are host paths: they are not
@@ -395,7 +440,22 @@ func runGuest(args []string) (int, error) {
 	if out, err := build.CombinedOutput(); err != nil {
 		return 1, fmt.Errorf("building the guest's test binary (CGO_ENABLED=0 go test -c in %s): %v\n%s", pkgDir, err, out)
 	}
+	for _, pkg := range ZFSVMCommands {
+		cmd := exec.Command(goBin, "build", "-o", filepath.Join(share, "bin", filepath.Base(pkg)))
+		if tags := os.Getenv("CAIRN_ZFSVM_TAGS"); tags != "" {
+			cmd.Args = append(cmd.Args, "-tags", tags)
+		}
+		cmd.Args = append(cmd.Args, pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 1, fmt.Errorf("building %s for the guest (CGO_ENABLED=0 go build): %v\n%s", pkg, err, out)
+		}
+	}
 	gargs := guestArgs(args)
+	profile, profiling := flagValue(args, "cpuprofile")
+	if profiling {
+		gargs = append(gargs, "-test.cpuprofile=/mnt/host/cpu.pprof")
+	}
 	if err := os.WriteFile(filepath.Join(share, "run.sh"), []byte(guestScript(binary, gargs)), 0o755); err != nil {
 		return 1, err
 	}
@@ -454,6 +514,11 @@ func runGuest(args []string) (int, error) {
 		why = "the guest died or failed before the tests gave a verdict"
 	case code < 0 || (err != nil && !errors.As(err, new(*exec.ExitError))):
 		why = fmt.Sprintf("running %s: %v", cmd.Path, err)
+	}
+	if profiling {
+		if err := saveGuestProfile(share, binary, profile, args); err != nil {
+			fmt.Fprintf(os.Stderr, "zfsvm: %v\n", err)
+		}
 	}
 	if code == 0 && why == "" {
 		keep = false
