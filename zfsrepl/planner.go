@@ -169,7 +169,13 @@ func Plan(in PlanInput, cfg PlanConfig) ([]Step, error) {
 				"the receiver's partial receive of %s (guid %d) cannot resume: the snapshot is no longer on the sender; abort it with `zfs receive -A`",
 				in.Resume.ToName, in.Resume.ToGUID)
 		}
-		steps = append(steps, Step{Kind: StepResume, To: to, ResumeToken: in.Resume.Token, Raw: in.Resume.Raw})
+		st := Step{Kind: StepResume, To: to, ResumeToken: in.Resume.Token, Raw: in.Resume.Raw}
+		if from, ok := byGUID[in.Resume.FromGUID]; ok && in.Resume.FromGUID != 0 {
+			// The step holds (and then releases) its source too: a run
+			// killed in the middle of this step left its hold there.
+			st.From = &from
+		}
+		steps = append(steps, st)
 		base = &to
 	} else if len(recv) > 0 {
 		newest := recv[len(recv)-1]

@@ -223,3 +223,33 @@ func TestFilter(t *testing.T) {
 		t.Fatal("bad filter accepted")
 	}
 }
+
+// TestReplicateResumeReleasesKilledHolds: a process killed in the middle of
+// an incremental step leaves the step's holds on both its snapshots; the run
+// that resumes the step releases both, so that pruning can destroy them.
+func TestReplicateResumeReleasesKilledHolds(t *testing.T) {
+	ctx := context.Background()
+	src, _, s, r := setup(t, map[string]bool{"tank/garage": true})
+	src.PayloadSize = 1 << 20
+	s1 := src.Snapshot("tank/garage", "s1")
+	if err := zfsrepl.Replicate(ctx, s, r, zfsrepl.Config{Job: "push"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := src.Snapshot("tank/garage", "s2")
+	if zfsrepl.Replicate(ctx, s, &cutReceiver{Receiver: r, limit: 300 << 10}, zfsrepl.Config{Job: "push"}).Err() == nil {
+		t.Fatal("cut transfer did not fail")
+	}
+	// What the killed process held and never released.
+	if err := s.HoldStep(ctx, "tank/garage", zfsrepl.Step{Kind: zfsrepl.StepIncremental, From: &s1, To: s2}); err != nil {
+		t.Fatal(err)
+	}
+	rep := zfsrepl.Replicate(ctx, s, r, zfsrepl.Config{Job: "push"})
+	if err := rep.Err(); err != nil || rep.Filesystems[0].Steps[0].Kind != zfsrepl.StepResume || rep.Filesystems[0].Steps[0].From != "@s1" {
+		t.Fatalf("%v %+v", err, rep.Filesystems)
+	}
+	for _, sn := range []string{"tank/garage@s1", "tank/garage@s2"} {
+		if h := src.Holds(sn); len(h) != 0 {
+			t.Errorf("%s still held: %v", sn, h)
+		}
+	}
+}

@@ -72,6 +72,9 @@ type SnapshotConfig struct {
 	// Start, when set, is called by RunPeriodic as each round starts,
 	// before its first hook.
 	Start func()
+	// After is RunPeriodic's timer, a clock's time.After: it waits until
+	// Now has advanced by d. Nil is a timer of the real clock.
+	After func(d time.Duration) <-chan time.Time
 }
 
 func (c *SnapshotConfig) now() time.Time {
@@ -245,12 +248,16 @@ func RunPeriodic(ctx context.Context, t SnapshotTarget, cfg SnapshotConfig, done
 		}
 		if wait > 0 {
 			log.Debug("waiting for the next snapshot", "at", next)
-			tm := time.NewTimer(wait)
+			after, stop := cfg.After, func() {}
+			if after == nil {
+				tm := time.NewTimer(wait)
+				after, stop = func(time.Duration) <-chan time.Time { return tm.C }, func() { tm.Stop() }
+			}
 			select {
 			case <-ctx.Done():
-				tm.Stop()
+				stop()
 				return ctx.Err()
-			case <-tm.C:
+			case <-after(wait):
 			}
 		}
 		if ctx.Err() != nil {
@@ -264,9 +271,11 @@ func RunPeriodic(ctx context.Context, t SnapshotTarget, cfg SnapshotConfig, done
 			done(rep)
 		}
 		next = next.Add(cfg.Interval)
-		if now := cfg.now(); next.Before(now) {
-			// Rounds took longer than the interval: skip the missed ones.
-			next = now
+		if now := cfg.now(); !next.After(now) {
+			// The round took longer than the interval, or the clock
+			// jumped: the round just taken stands for the missed ones;
+			// the next is the first on the schedule after now.
+			next = next.Add((now.Sub(next)/cfg.Interval + 1) * cfg.Interval)
 		}
 	}
 }

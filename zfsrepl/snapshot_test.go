@@ -136,3 +136,98 @@ func TestRunPeriodic(t *testing.T) {
 		t.Fatalf("tank/a has %v", got)
 	}
 }
+
+// stepClock is a clock that moves only when set; its timers fire then.
+type stepClock struct {
+	mu      sync.Mutex
+	t       time.Time
+	waiters map[chan time.Time]time.Time
+}
+
+func (c *stepClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+func (c *stepClock) after(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	c.waiters[ch] = c.t.Add(d)
+	return ch
+}
+
+// set moves the clock to t once the snapshotter waits on a timer.
+func (c *stepClock) set(t time.Time) {
+	for {
+		c.mu.Lock()
+		n := len(c.waiters)
+		c.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+	for ch, at := range c.waiters {
+		if !at.After(t) {
+			ch <- t
+			delete(c.waiters, ch)
+		}
+	}
+}
+
+// TestRunPeriodicClockJumps: when the clock jumps past several intervals
+// (a round that took long, a suspended machine), the snapshotter takes one
+// round, not one per missed interval nor a second at the same time, and
+// stays on its schedule.
+func TestRunPeriodicClockJumps(t *testing.T) {
+	p, s := snapTarget(t)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := &stepClock{t: t0, waiters: map[chan time.Time]time.Time{}}
+	p.Now = c.now
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rounds := make(chan string, 10)
+	started := 0
+	go func() {
+		_ = zfsrepl.RunPeriodic(ctx, s, zfsrepl.SnapshotConfig{Prefix: "zrepl_", Interval: 10 * time.Minute, Now: c.now, After: c.after,
+			Start: func() { started++ }},
+			func(r *zfsrepl.SnapshotReport) {
+				if r.Err() != nil {
+					t.Errorf("round %s: %v", r.Name, r.Err())
+				}
+				rounds <- r.Name
+			})
+	}()
+	want := func(at time.Time) {
+		t.Helper()
+		select {
+		case n := <-rounds:
+			if n != zfsrepl.SnapshotName("zrepl_", "", at) {
+				t.Fatalf("round %s, want one at %v", n, at)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no round at %v", at)
+		}
+	}
+	want(t0) // no snapshot yet: one now
+	// 6h: one round for the 35 missed; the one due at 6h10 runs late at
+	// 6h15, and the schedule stays: 6h20, none at 6h25.
+	for _, d := range []time.Duration{10 * time.Minute, 6 * time.Hour, 6*time.Hour + 15*time.Minute, 6*time.Hour + 20*time.Minute} {
+		c.set(t0.Add(d))
+		want(t0.Add(d))
+	}
+	c.set(t0.Add(6*time.Hour + 25*time.Minute)) // the 6h30 timer waits
+	select {
+	case n := <-rounds:
+		t.Fatalf("an extra round %s", n)
+	case <-time.After(200 * time.Millisecond):
+	}
+	cancel()
+	if got := snapNames(p.Versions("tank/a")); len(got) != 5 {
+		t.Fatalf("tank/a has %v", got)
+	}
+	if started != 5 {
+		t.Fatalf("Start called %d times for 5 rounds", started)
+	}
+}

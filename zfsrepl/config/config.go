@@ -1,7 +1,7 @@
 // Package config reads cairn-zrepl's configuration: a YAML file in zrepl's
 // format. It understands the job types `push`, `sink` and `snap`, with their
 // `connect` / `serve` transports (`tls`, `tcp`), `filesystems`, `root_fs`,
-// `send.encrypted`, `conflict_resolution.initial_replication`,
+// `send.encrypted`, `send.bandwidth_limit`, `conflict_resolution.initial_replication`,
 // `snapshotting` (periodic with prefix, interval, utc_timestamp_format and
 // command hooks; manual), `pruning` (keep_sender / keep_receiver / keep with
 // not_replicated, last_n, grid, regex) and `global` (logging to stdout,
@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -59,6 +60,63 @@ type Job struct {
 type Send struct {
 	Encrypted bool `yaml:"encrypted"` // raw sends (-w)
 	Raw       bool `yaml:"raw"`       // zrepl's send.raw: also -w
+	// BandwidthLimit is zrepl's send.bandwidth_limit.
+	BandwidthLimit *BandwidthLimit `yaml:"bandwidth_limit"`
+}
+
+// BandwidthLimit is zrepl's bandwidth_limit: a token bucket over the bytes
+// of the send streams. Sizes are zrepl's ("23.5 MiB", "128KiB", "1000000",
+// "-1" for no limit).
+type BandwidthLimit struct {
+	Max            string `yaml:"max"`
+	BucketCapacity string `yaml:"bucket_capacity"`
+}
+
+// Limit returns the limit in bytes per second and the bucket's capacity in
+// bytes (128 KiB unless set); rate 0 means no limit (a nil b, or max -1).
+func (b *BandwidthLimit) Limit() (rate, burst int64, err error) {
+	burst = 128 << 10
+	if b == nil || b.Max == "" {
+		return 0, burst, nil
+	}
+	if rate, err = ParseSize(b.Max); err != nil {
+		return 0, 0, fmt.Errorf("bandwidth_limit.max: %w", err)
+	}
+	if rate < 0 {
+		rate = 0
+	}
+	if b.BucketCapacity != "" {
+		if burst, err = ParseSize(b.BucketCapacity); err != nil || burst <= 0 {
+			return 0, 0, fmt.Errorf("bandwidth_limit.bucket_capacity: %q is not a positive size", b.BucketCapacity)
+		}
+	}
+	return rate, burst, nil
+}
+
+var sizeUnits = map[string]float64{
+	"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+	"k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+}
+
+// ParseSize parses a size as zrepl writes them: a number, optionally
+// followed by a unit (B, KiB, MiB, GiB, TiB, or the decimal kB, MB, GB, TB),
+// "23.5 MiB". "-1" returns -1 (zrepl's "unlimited").
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	if t == "-1" {
+		return -1, nil
+	}
+	i := strings.IndexFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	if i < 0 {
+		i = len(t)
+	}
+	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
+	f, err := strconv.ParseFloat(num, 64)
+	mul, ok := sizeUnits[unit]
+	if err != nil || !ok || f < 0 {
+		return 0, fmt.Errorf("%q is not a size (like 23.5 MiB)", s)
+	}
+	return int64(f * mul), nil
 }
 
 // ConflictResolution is zrepl's `conflict_resolution` section.
@@ -162,6 +220,9 @@ func (j *Job) validate() error {
 		}
 		if _, err := zfsrepl.NewFilter(j.Filesystems); err != nil {
 			return err
+		}
+		if _, _, err := j.Send.BandwidthLimit.Limit(); err != nil {
+			return fmt.Errorf("send.%w", err)
 		}
 		switch j.ConflictResolution.InitialReplication {
 		case "", "most_recent", "all", "fail":

@@ -210,3 +210,48 @@ func TestDeployConfigs(t *testing.T) {
 		}
 	}
 }
+
+// TestBandwidthLimit reads zrepl's send.bandwidth_limit.
+func TestBandwidthLimit(t *testing.T) {
+	b, err := os.ReadFile("testdata/zrepl.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, c := range []struct {
+		section     string
+		rate, burst int64
+		err         string
+	}{
+		{"", 0, 128 << 10, ""},
+		{"        max: 23.5 MiB\n", 24641536, 128 << 10, ""},
+		{"        max: -1\n", 0, 128 << 10, ""},
+		{"        max: 2000000\n        bucket_capacity: 64KiB\n", 2000000, 64 << 10, ""},
+		{"        max: 3 MB\n", 3000000, 128 << 10, ""},
+		{"        max: fast\n", 0, 0, `line 17: job "garage_push": send.bandwidth_limit.max: "fast" is not a size`},
+		{"        max: 1 MiB\n        bucket_capacity: 0\n", 0, 0, "bucket_capacity"},
+		{"        maxx: 1 MiB\n", 0, 0, `field maxx not found`},
+	} {
+		text := doc
+		if c.section != "" {
+			text = strings.Replace(doc, "    send:\n      encrypted: false\n", "    send:\n      encrypted: false\n      bandwidth_limit:\n"+c.section, 1)
+			if text == doc {
+				t.Fatal("no send section in the document")
+			}
+		}
+		cfg, err := Parse([]byte(text))
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%q: error %v, want %q", c.section, err, c.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%q: %v", c.section, err)
+		}
+		j, _ := cfg.Job("garage_push")
+		if rate, burst, err := j.Send.BandwidthLimit.Limit(); err != nil || rate != c.rate || burst != c.burst {
+			t.Errorf("%q: rate %d burst %d (%v), want %d %d", c.section, rate, burst, err, c.rate, c.burst)
+		}
+	}
+}

@@ -60,6 +60,9 @@ type Env struct {
 	Sink func(j *config.Job, s *transport.Server) (*http.Server, net.Listener, bool, error)
 	// Now is the clock of snapshot names and pruning; nil is time.Now.
 	Now func() time.Time
+	// After is the timer of the periodic snapshotter, Now's time.After;
+	// nil is time.After (set it with a fake Now).
+	After func(d time.Duration) <-chan time.Time
 }
 
 func (e *Env) defaults(log *slog.Logger) {
@@ -364,7 +367,7 @@ func (d *Daemon) snapshotLoop(ctx context.Context, j *config.Job, local Local) {
 		return
 	}
 	cfg := sn.SnapshotConfig()
-	cfg.Now, cfg.Logger = d.env.Now, d.log.With("job", j.Name)
+	cfg.Now, cfg.After, cfg.Logger = d.env.Now, d.env.After, d.log.With("job", j.Name)
 	cfg.Start = func() { d.update(j.Name, func(_ *Status, a *activity) { a.snapshotting = true }) }
 	_ = zfsrepl.RunPeriodic(ctx, local, cfg, func(r *zfsrepl.SnapshotReport) {
 		d.metrics.snapshots.WithLabelValues(j.Name).Add(float64(len(r.Taken)))
@@ -423,7 +426,11 @@ func (d *Daemon) pushOnce(ctx context.Context, j *config.Job, local Local, remot
 	log := d.log.With("job", j.Name)
 	start := d.env.Now()
 	snapErr := d.startRun(j.Name, StateReplicating, start)
-	rep := zfsrepl.Replicate(ctx, local, remote, zfsrepl.Config{Job: j.Name, Plan: j.PlanConfig(), Logger: log,
+	var sender zfsrepl.Sender = local
+	if rate, burst, _ := j.Send.BandwidthLimit.Limit(); rate > 0 { // validated by config.Parse
+		sender = limitedSender{Local: local, rate: rate, burst: burst}
+	}
+	rep := zfsrepl.Replicate(ctx, sender, remote, zfsrepl.Config{Job: j.Name, Plan: j.PlanConfig(), Logger: log,
 		Progress: func(_ string, _ zfsrepl.Step, n int64) {
 			d.update(j.Name, func(s *Status, _ *activity) { s.StepBytes = n })
 		}})

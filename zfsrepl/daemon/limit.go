@@ -1,0 +1,59 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/cairn-backup/cairn/zfsrepl"
+)
+
+// limitedSender limits the bytes per second of its send streams, as zrepl's
+// send.bandwidth_limit: a token bucket of burst bytes refilled at rate.
+type limitedSender struct {
+	Local
+	rate, burst int64
+}
+
+// Send wraps the step's stream in the job's bandwidth limit.
+func (l limitedSender) Send(ctx context.Context, fs string, st zfsrepl.Step) (io.ReadCloser, error) {
+	rc, err := l.Local.Send(ctx, fs, st)
+	if err != nil {
+		return nil, err
+	}
+	return &limitedReader{ReadCloser: rc, ctx: ctx, rate: l.rate, burst: l.burst, tokens: float64(l.burst), last: time.Now()}, nil
+}
+
+type limitedReader struct {
+	io.ReadCloser
+	ctx         context.Context
+	rate, burst int64
+	tokens      float64
+	last        time.Time
+}
+
+// Read reads at most a bucket, then waits until the bucket has paid for
+// what was read.
+func (r *limitedReader) Read(p []byte) (int, error) {
+	if int64(len(p)) > r.burst {
+		p = p[:r.burst]
+	}
+	n, err := r.ReadCloser.Read(p)
+	if n == 0 {
+		return n, err
+	}
+	now := time.Now()
+	r.tokens = min(r.tokens+now.Sub(r.last).Seconds()*float64(r.rate), float64(r.burst)) - float64(n)
+	r.last = now
+	if r.tokens < 0 {
+		t := time.NewTimer(time.Duration(-r.tokens / float64(r.rate) * float64(time.Second)))
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.ctx.Done():
+			return n, fmt.Errorf("send stream: %w", context.Cause(r.ctx))
+		}
+	}
+	return n, err
+}
