@@ -156,18 +156,27 @@ func printStatus(w io.Writer, st []daemon.Status) {
 func newSignal() *cobra.Command {
 	var cfgPath, sock string
 	cmd := &cobra.Command{
-		Use:   "signal wakeup JOB [--config FILE | --socket PATH]",
-		Short: "wake a job up: a push job replicates and prunes now (no snapshot is taken)",
-		Args:  exactArgs(2),
+		Use: "signal wakeup|reset JOB [--config FILE | --socket PATH]",
+		Short: "wakeup: a push job replicates and prunes now (no snapshot is taken); " +
+			"reset: abort the job's running run (the next run resumes its step)",
+		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if args[0] != "wakeup" {
-				return usageError{fmt.Errorf("unknown signal %q (wakeup)", args[0])}
+			if args[0] != "wakeup" && args[0] != "reset" {
+				return usageError{fmt.Errorf("unknown signal %q (wakeup, reset)", args[0])}
 			}
 			path, err := controlSocket(sock, cfgPath)
 			if err != nil {
 				return err
 			}
-			return daemon.NewControl(path).Wakeup(cmd.Context(), args[1])
+			ctl := daemon.NewControl(path)
+			if args[0] == "wakeup" {
+				return ctl.Wakeup(cmd.Context(), args[1])
+			}
+			aborted, err := ctl.Reset(cmd.Context(), args[1])
+			if err == nil && !aborted {
+				fmt.Fprintf(cmd.OutOrStdout(), "job %s: no run to abort\n", args[1])
+			}
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "configuration file whose global.control.sockpath to use")

@@ -5,6 +5,7 @@
 //	cairn-zrepl daemon --config FILE                   run every push, sink and snap job
 //	cairn-zrepl status [--json] [--config FILE]        each job's state from the running daemon
 //	cairn-zrepl signal wakeup JOB [--config FILE]      replicate and prune a push job now
+//	cairn-zrepl signal reset JOB [--config FILE]       abort a job's running run
 //	cairn-zrepl configcheck --config FILE              validate a configuration
 //	cairn-zrepl replicate --config FILE JOB [--json]   one replication round of a push job
 //	cairn-zrepl serve --config FILE JOB                run a sink job in the foreground

@@ -18,6 +18,7 @@ import (
 //
 //	GET  /status              -> [Status]
 //	POST /wakeup?job=NAME     -> {}
+//	POST /reset?job=NAME      -> {"aborted": bool}
 func (d *Daemon) serveControl(path string) (stop func(), err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
@@ -46,6 +47,14 @@ func (d *Daemon) serveControl(path string) (stop func(), err error) {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{})
+	})
+	mux.HandleFunc("POST /reset", func(w http.ResponseWriter, r *http.Request) {
+		aborted, err := d.Reset(r.URL.Query().Get("job"))
+		if err != nil {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]bool{"aborted": aborted})
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(l) }()
@@ -108,4 +117,14 @@ func (c *Control) Status(ctx context.Context) ([]Status, error) {
 func (c *Control) Wakeup(ctx context.Context, job string) error {
 	var out map[string]string
 	return c.do(ctx, http.MethodPost, "/wakeup?job="+url.QueryEscape(job), &out)
+}
+
+// Reset aborts a job's running run (Daemon.Reset) and reports whether one
+// was running.
+func (c *Control) Reset(ctx context.Context, job string) (bool, error) {
+	var out struct {
+		Aborted bool `json:"aborted"`
+	}
+	err := c.do(ctx, http.MethodPost, "/reset?job="+url.QueryEscape(job), &out)
+	return out.Aborted, err
 }

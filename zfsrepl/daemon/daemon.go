@@ -180,6 +180,7 @@ type Daemon struct {
 	status map[string]*Status
 	act    map[string]*activity
 	wakeup map[string]chan struct{}
+	abort  map[string]context.CancelCauseFunc // of the running run, per job
 }
 
 // New prepares the daemon of cfg; Run starts it.
@@ -193,7 +194,8 @@ func New(cfg *config.Config, env Env, log *slog.Logger) (*Daemon, error) {
 	}
 	env.defaults(log)
 	d := &Daemon{cfg: cfg, global: g, env: env, log: log, reg: prometheus.NewRegistry(),
-		status: map[string]*Status{}, act: map[string]*activity{}, wakeup: map[string]chan struct{}{}}
+		status: map[string]*Status{}, act: map[string]*activity{}, wakeup: map[string]chan struct{}{},
+		abort: map[string]context.CancelCauseFunc{}}
 	d.metrics = newMetrics(d.reg)
 	for _, j := range cfg.Jobs {
 		d.status[j.Name] = &Status{Name: j.Name, Type: j.Type, State: StateIdle}
@@ -259,6 +261,42 @@ func (d *Daemon) Wakeup(job string) error {
 	default: // a wakeup is already pending
 	}
 	return nil
+}
+
+// ErrReset is the error of a run aborted by Reset.
+var ErrReset = errors.New("run aborted by signal reset")
+
+// Reset aborts the running run of a push or snap job, as `zrepl signal
+// reset JOB`: its step stops (the receiver keeps a resumable partial
+// receive, which the next run resumes), pruning is skipped, and the run
+// ends in error with ErrReset. The job then waits for its next run. It
+// reports whether a run was aborted.
+func (d *Daemon) Reset(job string) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.status[job]; !ok {
+		return false, fmt.Errorf("%w %q", ErrNoJob, job)
+	}
+	abort := d.abort[job]
+	if abort != nil {
+		abort(ErrReset)
+	}
+	return abort != nil, nil
+}
+
+// runContext returns the context of a job's run, which Reset cancels, and
+// what ends it.
+func (d *Daemon) runContext(ctx context.Context, job string) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	d.mu.Lock()
+	d.abort[job] = cancel
+	d.mu.Unlock()
+	return ctx, func() {
+		d.mu.Lock()
+		delete(d.abort, job)
+		d.mu.Unlock()
+		cancel(nil)
+	}
 }
 
 // Run runs every job, the control socket (sock, "" for none) and the
@@ -423,6 +461,8 @@ func (d *Daemon) runPush(ctx context.Context, j *config.Job) error {
 
 // pushOnce replicates and prunes once.
 func (d *Daemon) pushOnce(ctx context.Context, j *config.Job, local Local, remote zfsrepl.Receiver, pr config.Pruning) {
+	ctx, done := d.runContext(ctx, j.Name)
+	defer done()
 	log := d.log.With("job", j.Name)
 	start := d.env.Now()
 	snapErr := d.startRun(j.Name, StateReplicating, start)
@@ -443,13 +483,16 @@ func (d *Daemon) pushOnce(ctx context.Context, j *config.Job, local Local, remot
 		log.Error("replication failed", "err", repErr)
 	}
 	if ctx.Err() != nil {
-		d.finish(j.Name, start, rep, nil, bytes, errors.Join(snapErr, ctx.Err()))
+		d.finish(j.Name, start, rep, nil, bytes, errors.Join(snapErr, context.Cause(ctx)))
 		return
 	}
 	d.update(j.Name, func(_ *Status, a *activity) { a.phase = StatePruning })
 	t0 := time.Now()
 	preps, pruneErr := zfsrepl.PrunePush(ctx, local, remote, pr.KeepSender, pr.KeepReceiver, zfsrepl.PruneOptions{Job: j.Name, Now: d.env.Now(), Logger: log})
 	d.metrics.duration.WithLabelValues(j.Name, "pruning").Observe(time.Since(t0).Seconds())
+	if ctx.Err() != nil {
+		pruneErr = context.Cause(ctx)
+	}
 	if pruneErr != nil {
 		d.metrics.errors.WithLabelValues(j.Name, "pruning").Inc()
 		log.Error("pruning failed", "err", pruneErr)
@@ -499,7 +542,12 @@ func (d *Daemon) runSnap(ctx context.Context, j *config.Job) error {
 		}
 		start := d.env.Now()
 		snapErr := d.startRun(j.Name, StatePruning, start)
-		preps, err := zfsrepl.PruneLocal(ctx, local, pr.Keep, zfsrepl.PruneOptions{Now: d.env.Now(), Logger: d.log.With("job", j.Name)})
+		rctx, done := d.runContext(ctx, j.Name)
+		preps, err := zfsrepl.PruneLocal(rctx, local, pr.Keep, zfsrepl.PruneOptions{Now: d.env.Now(), Logger: d.log.With("job", j.Name)})
+		if rctx.Err() != nil {
+			err = context.Cause(rctx)
+		}
+		done()
 		if err != nil {
 			d.metrics.errors.WithLabelValues(j.Name, "pruning").Inc()
 		}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -349,6 +350,50 @@ func TestDaemonStatusStates(t *testing.T) {
 		t.Fatalf("push status %+v", s)
 	}
 	if got := snapNames(dst.Versions("wdc/client/tank/data")); len(got) != 2 || got[0] != "manual1" {
+		t.Fatalf("receiver has %v", got)
+	}
+
+	// signal reset aborts the running run: error, then the next run replicates.
+	ctl := NewControl(sock)
+	if aborted, err := ctl.Reset(ctx, "push"); err != nil || aborted {
+		t.Fatalf("reset of an idle job: %v %v", aborted, err)
+	}
+	if _, err := ctl.Reset(ctx, "nope"); err == nil || !strings.Contains(err.Error(), "no such job") {
+		t.Fatalf("reset of an unknown job: %v", err)
+	}
+	recvGate.hold()
+	src.Snapshot("tank/data", "manual2")
+	if err := ctl.Wakeup(ctx, "push"); err != nil {
+		t.Fatal(err)
+	}
+	recvGate.waitEntered(t, "receive")
+	waitState(t, sock, "push", StateReplicating)
+	if aborted, err := ctl.Reset(ctx, "push"); err != nil || !aborted {
+		t.Fatalf("reset of a replicating job: %v %v", aborted, err)
+	}
+	if le, runs := waitState(t, sock, "push", StateError); runs != 4 || !strings.Contains(le, ErrReset.Error()) {
+		t.Fatalf("after reset: runs %d, last error %q", runs, le)
+	}
+	if s := d.Status()[0]; s.Prune != nil || s.Replication == nil || s.Replication.Filesystems[0].State == zfsrepl.StateDone {
+		t.Fatalf("the reset run replicated or pruned: %+v", s)
+	}
+	recvGate.open()
+	if err := ctl.Wakeup(ctx, "push"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		st, le, runs := socketState(t, sock, "push")
+		if runs == 5 {
+			if st != StateIdle || le != "" {
+				t.Fatalf("after the reset, a good run: state %q, last error %q", st, le)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the fifth run did not end: state %q", st)
+		}
+	}
+	if got := snapNames(dst.Versions("wdc/client/tank/data")); !slices.Contains(got, "manual2") {
 		t.Fatalf("receiver has %v", got)
 	}
 }
