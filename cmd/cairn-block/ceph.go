@@ -5,16 +5,15 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/cairn-backup/cairn/internal/cli"
 	"slices"
 	"sync"
 	"time"
 
-	"github.com/spf13/cobra"
-
 	"github.com/cairn-backup/cairn/blockdiff"
 	"github.com/cairn-backup/cairn/blockdiff/rbd"
+	"github.com/cairn-backup/cairn/internal/cli"
 	_ "github.com/cairn-backup/cairn/objstore/rados" // registers rados:// for --repo
+	"github.com/spf13/cobra"
 )
 
 func (c *cephFlags) connect() (*rbd.Conn, error) {
@@ -55,10 +54,10 @@ func (a *app) backupRBD(cmd *cobra.Command, cf *cephFlags, source, volume string
 	}
 	defer conn.Close()
 	return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-		bar := newProgress(a.IO.Err, "backup "+volume)
-		opts.Progress = bar.update
+		bar := cli.NewProgress(a.IO.Err, "backup "+volume)
+		opts.Progress = bar.Bytes
 		res, err := conn.Backup(cmd.Context(), r, u, opts)
-		bar.finish()
+		bar.Finish()
 		if err != nil {
 			return err
 		}
@@ -91,9 +90,9 @@ func (a *app) restoreRBD(cmd *cobra.Command, cf *cephFlags, id, dest string) err
 	}
 	defer conn.Close()
 	return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-		bar := newProgress(a.IO.Err, "restore "+id)
-		err := conn.Restore(cmd.Context(), r, id, u, rbd.RestoreOptions{Force: force, Progress: bar.update})
-		bar.finish()
+		bar := cli.NewProgress(a.IO.Err, "restore "+id)
+		err := conn.Restore(cmd.Context(), r, id, u, rbd.RestoreOptions{Force: force, Progress: bar.Bytes})
+		bar.Finish()
 		if err == nil {
 			a.Log.Info("restored", "version", id, "dest", u.String())
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/cairn-backup/cairn/internal/cli"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cairn-backup/cairn/internal/cli"
 	"github.com/cairn-backup/cairn/objstore"
 )
 

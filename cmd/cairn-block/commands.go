@@ -4,15 +4,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/cairn-backup/cairn/internal/cli"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/cairn-backup/cairn/blockdiff"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"github.com/spf13/cobra"
 )
 
@@ -85,10 +86,10 @@ func (a *app) backupCmd() *cobra.Command {
 			}
 			defer src.Close()
 			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-				bar := newProgress(a.IO.Err, "backup "+opts.Volume)
-				opts.Progress = bar.update
+				bar := cli.NewProgress(a.IO.Err, "backup "+opts.Volume)
+				opts.Progress = bar.Bytes
 				v, err := r.Backup(cmd.Context(), src, opts)
-				bar.finish()
+				bar.Finish()
 				if err != nil {
 					return err
 				}
@@ -134,10 +135,10 @@ func (a *app) restoreCmd() *cobra.Command {
 		Args:  cli.Args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, as []string) error {
 			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-				bar := newProgress(a.IO.Err, "restore "+as[0])
+				bar := cli.NewProgress(a.IO.Err, "restore "+as[0])
 				err := r.RestoreFile(cmd.Context(), as[0], as[1],
-					blockdiff.RestoreFileOptions{Overwrite: force, AllowInvalid: force, Sparse: sparse, Progress: bar.update})
-				bar.finish()
+					blockdiff.RestoreFileOptions{Overwrite: force, AllowInvalid: force, Sparse: sparse, Progress: bar.Bytes})
+				bar.Finish()
 				if err == nil {
 					a.Log.Info("restored", "version", as[0], "dest", as[1])
 				}
@@ -218,7 +219,7 @@ func printTable(w io.Writer, vs []*blockdiff.Version) error {
 			ls = append(ls, k+"="+val)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%s\n", v.ID, v.Volume, v.Created.Local().Format(time.DateTime),
-			cli.HumanBytes(v.Size), v.Status, v.Protected, strings.Join(sortStrings(ls), ","))
+			cli.HumanBytes(v.Size), v.Status, v.Protected, strings.Join(slices.Sorted(slices.Values(ls)), ","))
 	}
 	return tw.Flush()
 }

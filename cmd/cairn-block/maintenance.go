@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/cairn-backup/cairn/internal/cli"
 	"io"
 	"net"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/blockdiff"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"github.com/cairn-backup/cairn/internal/nbd"
 	"github.com/cairn-backup/cairn/retention"
 	"github.com/spf13/cobra"
@@ -49,10 +49,10 @@ func (a *app) scrubCmd(deep bool) *cobra.Command {
 				return cli.Usagef("--percent %v: want 0..100", pct)
 			}
 			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-				bar := newProgress(a.IO.Err, name)
+				bar := cli.NewProgress(a.IO.Err, name)
 				rep, err := r.Scrub(cmd.Context(), blockdiff.ScrubOptions{Deep: deep, Versions: as, All: all,
-					Percent: pct, Progress: bar.update})
-				bar.finish()
+					Percent: pct, Progress: bar.Bytes})
+				bar.Finish()
 				if err != nil {
 					return err
 				}

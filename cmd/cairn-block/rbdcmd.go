@@ -1,11 +1,11 @@
 package main
 
 import (
-	"github.com/cairn-backup/cairn/internal/cli"
 	"regexp"
 	"strings"
 	"time"
 
+	"github.com/cairn-backup/cairn/internal/cli"
 	"github.com/spf13/cobra"
 )
 

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/cairn-backup/cairn/internal/cli"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/cairn-backup/cairn/internal/cli"
 	"github.com/cairn-backup/cairn/internal/testenv"
 )
 

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/cairn-backup/cairn/internal/cli"
 	"io"
 	"os"
 	"slices"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/blockdiff"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"github.com/cairn-backup/cairn/pgdump"
 	"github.com/spf13/cobra"
 )
@@ -80,10 +80,10 @@ func (a *app) dumpCmd() *cobra.Command {
 			opts.Mode, opts.Labels, opts.Args, opts.Logger = pgdump.Mode(mode), lm, extra, a.Log
 			opts.Conn = a.conn(a.dsnOrEnv())
 			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-				bar := newProgress(a.IO.Err, "dump")
-				opts.Progress = func(program string, done int64) { bar.update(program, done, 0) }
+				bar := cli.NewProgress(a.IO.Err, "dump")
+				opts.Progress = func(program string, done int64) { bar.Update(program, done, 0) }
 				vs, err := pgdump.Dump(cmd.Context(), r, opts)
-				bar.finish()
+				bar.Finish()
 				if asJSON {
 					out := []versionJSON{}
 					for _, v := range vs {
@@ -167,23 +167,23 @@ func (a *app) restoreCmd() *cobra.Command {
 						defer f.Close()
 						w = f
 					}
-					bar := newProgress(a.IO.Err, "restore "+id)
+					bar := cli.NewProgress(a.IO.Err, "restore "+id)
 					err := r.RestoreStream(cmd.Context(), id, w, blockdiff.StreamRestoreOptions{
-						Progress: func(done, total int64) { bar.update("", done, total) }})
-					bar.finish()
+						Progress: func(done, total int64) { bar.Bytes(done, total) }})
+					bar.Finish()
 					return err
 				}
 				conn := a.conn(target)
-				bar := newProgress(a.IO.Err, "restore "+id)
+				bar := cli.NewProgress(a.IO.Err, "restore "+id)
 				var rep *pgdump.Report
 				var err error
 				if verify {
 					rep, err = pgdump.Verify(cmd.Context(), r, id, pgdump.VerifyOptions{Conn: conn, Superuser: superuser, Logger: a.Log})
 				} else {
 					rep, err = pgdump.Restore(cmd.Context(), r, id, pgdump.RestoreOptions{Conn: conn, Database: database,
-						Strict: strict, Logger: a.Log, Progress: func(done, total int64) { bar.update("", done, total) }})
+						Strict: strict, Logger: a.Log, Progress: func(done, total int64) { bar.Bytes(done, total) }})
 				}
-				bar.finish()
+				bar.Finish()
 				if asJSON && rep != nil {
 					out := reportJSON{Version: id, Program: rep.Program, Errors: rep.Errors, Benign: rep.Benign}
 					if out.Errors == nil {

@@ -21,11 +21,11 @@ package main
 
 import (
 	"context"
-	"github.com/cairn-backup/cairn/internal/cli"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/cairn-backup/cairn/internal/cli"
 	_ "github.com/cairn-backup/cairn/objstore/s3" // registers s3:// for --repo
 )
 

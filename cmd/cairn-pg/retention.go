@@ -2,10 +2,10 @@ package main
 
 import (
 	"fmt"
-	"github.com/cairn-backup/cairn/internal/cli"
 	"time"
 
 	"github.com/cairn-backup/cairn/blockdiff"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"github.com/cairn-backup/cairn/pgdump"
 	"github.com/spf13/cobra"
 )

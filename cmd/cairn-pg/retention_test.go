@@ -2,11 +2,11 @@ package main
 
 import (
 	"encoding/json"
-	"github.com/cairn-backup/cairn/internal/cli"
 	"strings"
 	"testing"
 
 	"github.com/cairn-backup/cairn/blockdiff"
+	"github.com/cairn-backup/cairn/internal/cli"
 	"github.com/cairn-backup/cairn/objstore"
 )
 

@@ -84,3 +84,21 @@ func TestParseLabelsAndHumanBytes(t *testing.T) {
 	assert.Equal(t, "512 B", HumanBytes(512))
 	assert.Equal(t, "4.0 MiB", HumanBytes(4<<20))
 }
+
+func TestProgress(t *testing.T) {
+	var buf bytes.Buffer
+	p := NewProgress(&buf, "backup vm-1")
+	p.Bytes(512<<20, 1<<30)
+	p.Bytes(256<<20, 1<<30) // a late report from another goroutine
+	if l := p.line(); !strings.HasPrefix(l, "backup vm-1 [===============               ]  50% 512.0 MiB / 1.0 GiB") {
+		t.Errorf("line = %q", l)
+	}
+	p.Update("pg_dump", 3<<20, 0)
+	if l := p.line(); !strings.HasPrefix(l, "backup vm-1 pg_dump 3.0 MiB  ") {
+		t.Errorf("line = %q", l)
+	}
+	p.Finish()
+	if buf.Len() != 0 {
+		t.Errorf("drew on a buffer, not a terminal: %q", buf.String())
+	}
+}
