@@ -72,6 +72,12 @@ type SnapshotConfig struct {
 	// Start, when set, is called by RunPeriodic as each round starts,
 	// before its first hook.
 	Start func()
+	// Schedule, when set, replaces Interval (zrepl's cron snapshotting):
+	// RunPeriodic takes its first round at Schedule(now), and each next at
+	// Schedule of the later of the last round's time and now, so that
+	// times missed while a round ran long are skipped. It returns the first
+	// time strictly after its argument.
+	Schedule func(after time.Time) time.Time
 	// After is RunPeriodic's timer, a clock's time.After: it waits until
 	// Now has advanced by d. Nil is a timer of the real clock.
 	After func(d time.Duration) <-chan time.Time
@@ -230,16 +236,22 @@ func NextSnapshotTime(ctx context.Context, t SnapshotTarget, prefix string, inte
 }
 
 // RunPeriodic takes snapshots every cfg.Interval until ctx is done, the
-// first at NextSnapshotTime. After each round it calls done (a push job
+// first at NextSnapshotTime (or at the times of cfg.Schedule). After each round it calls done (a push job
 // replicates then). It returns ctx's error.
 func RunPeriodic(ctx context.Context, t SnapshotTarget, cfg SnapshotConfig, done func(*SnapshotReport)) error {
-	if cfg.Interval <= 0 {
+	if cfg.Interval <= 0 && cfg.Schedule == nil {
 		return errors.New("snapshotting: interval must be positive")
 	}
 	log := cfg.logger()
-	next, err := NextSnapshotTime(ctx, t, cfg.Prefix, cfg.Interval, cfg.now())
-	if err != nil {
-		log.Error("finding the snapshot sync point; snapshotting now", "err", err)
+	var next time.Time
+	if cfg.Schedule != nil {
+		next = cfg.Schedule(cfg.now())
+	} else {
+		var err error
+		next, err = NextSnapshotTime(ctx, t, cfg.Prefix, cfg.Interval, cfg.now())
+		if err != nil {
+			log.Error("finding the snapshot sync point; snapshotting now", "err", err)
+		}
 	}
 	for {
 		wait := time.Until(next)
@@ -270,6 +282,10 @@ func RunPeriodic(ctx context.Context, t SnapshotTarget, cfg SnapshotConfig, done
 		if done != nil {
 			done(rep)
 		}
+		if cfg.Schedule != nil {
+			next = cfg.Schedule(latest(next, cfg.now()))
+			continue
+		}
 		next = next.Add(cfg.Interval)
 		if now := cfg.now(); !next.After(now) {
 			// The round took longer than the interval, or the clock
@@ -278,6 +294,13 @@ func RunPeriodic(ctx context.Context, t SnapshotTarget, cfg SnapshotConfig, done
 			next = next.Add((now.Sub(next)/cfg.Interval + 1) * cfg.Interval)
 		}
 	}
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // Snapshot takes fs@name; fs must be selected by the job's filter.

@@ -3,7 +3,8 @@
 // `connect` / `serve` transports (`tls`, `tcp`), `filesystems`, `root_fs`,
 // `send.encrypted`, `send.bandwidth_limit`, `conflict_resolution.initial_replication`,
 // `snapshotting` (periodic with prefix, interval, utc_timestamp_format and
-// command hooks; manual), `pruning` (keep_sender / keep_receiver / keep with
+// command hooks; cron, the same with a cron specification for the interval;
+// manual), `pruning` (keep_sender / keep_receiver / keep with
 // not_replicated, last_n, grid, regex) and `global` (logging to stdout,
 // prometheus monitoring, control.sockpath). `replication` and `recv` are
 // accepted as zrepl documents them and kept as YAML nodes. Any other key is

@@ -154,7 +154,8 @@ func TestParsePruningErrors(t *testing.T) {
 		"bad count":               {"count: 10", "count: ten", `count "ten" is not a number`},
 		"unknown snapshotting":    {"interval: 10m", "interval: 10m\n      intervall: 5m", `unknown key "intervall"`},
 		"bad interval":            {"interval: 10m", "interval: soon", `"soon" is not a positive duration`},
-		"cron":                    {"type: periodic\n      prefix: zrepl_\n", "type: cron\n      prefix: zrepl_\n", "cron is not supported"},
+		"cron without a spec":     {"type: periodic\n      prefix: zrepl_\n", "type: cron\n      prefix: zrepl_\n", `unknown key "interval"`},
+		"bad cron":                {"type: periodic\n      prefix: zrepl_\n      interval: 10m\n", "type: cron\n      prefix: zrepl_\n      cron: \"*/10 * * *\"\n", `snapshotting.cron: "*/10 * * *": expected exactly 5 fields`},
 		"relative hook":           {"/etc/zrepl/hooks/garage-flush.sh", "garage-flush.sh", "path must be absolute"},
 		"unknown global key":      {"  control:", "  controll:", `line 13: global: unknown key "controll"`},
 		"unknown monitoring type": {"type: prometheus", "type: statsd", "only type prometheus"},
@@ -252,6 +253,32 @@ func TestBandwidthLimit(t *testing.T) {
 		j, _ := cfg.Job("garage_push")
 		if rate, burst, err := j.Send.BandwidthLimit.Limit(); err != nil || rate != c.rate || burst != c.burst {
 			t.Errorf("%q: rate %d burst %d (%v), want %d %d", c.section, rate, burst, err, c.rate, c.burst)
+		}
+	}
+}
+
+// TestCronSnapshotting reads zrepl's `type: cron` snapshotting.
+func TestCronSnapshotting(t *testing.T) {
+	b, err := os.ReadFile("testdata/zrepl.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(b), "type: periodic\n      prefix: zrepl_\n      interval: 10m\n", "type: cron\n      prefix: zrepl_\n      cron: \"5,35 */2 * * *\"\n", 1)
+	cfg, err := Parse([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _ := cfg.Job("garage_push")
+	s, err := j.ParseSnapshotting()
+	if err != nil || s.Type != "cron" || s.Cron != "5,35 */2 * * *" || s.Prefix != "zrepl_" || s.Interval != 0 {
+		t.Fatalf("%+v %v", s, err)
+	}
+	sched := s.SnapshotConfig().Schedule
+	at := time.Date(2026, 1, 1, 2, 5, 0, 0, time.UTC)
+	for _, want := range []string{"02:35", "04:05", "04:35", "06:05"} {
+		at = sched(at)
+		if got := at.Format("15:04"); got != want {
+			t.Fatalf("next snapshot at %s, want %s", got, want)
 		}
 	}
 }

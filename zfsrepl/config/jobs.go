@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/robfig/cron/v3"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cairn-backup/cairn/retention"
@@ -24,12 +25,18 @@ type Pruning struct {
 
 // Snapshotting is a job's parsed `snapshotting` section.
 type Snapshotting struct {
-	// Type is periodic or manual.
+	// Type is periodic, cron or manual.
 	Type string
 	// Prefix starts every snapshot name the job takes.
 	Prefix string
 	// Interval between snapshots (periodic).
 	Interval time.Duration
+	// Cron is the cron specification of the snapshot times (cron): five
+	// fields (minute, hour, day of month, month, day of week) or a
+	// descriptor such as @hourly, in the daemon's local time unless it
+	// starts with CRON_TZ=Zone.
+	Cron     string
+	schedule cron.Schedule
 	// TimestampFormat is the Go time layout of the UTC timestamp after the
 	// prefix (zrepl's utc_timestamp_format; "dense" by default).
 	TimestampFormat string
@@ -263,29 +270,36 @@ func (j *Job) ParseSnapshotting() (Snapshotting, error) {
 	case "manual":
 		_, err := mapping(n, "snapshotting (manual)", "type")
 		return s, err
-	case "periodic":
-	case "cron":
-		return s, fmt.Errorf("line %d: snapshotting: type cron is not supported (use periodic)", n.Line)
+	case "periodic", "cron":
 	default:
-		return s, fmt.Errorf("line %d: snapshotting: type %q is not periodic or manual", n.Line, typ)
+		return s, fmt.Errorf("line %d: snapshotting: type %q is not periodic, cron or manual", n.Line, typ)
 	}
-	m, err := mapping(n, "snapshotting (periodic)", "type", "prefix", "interval", "utc_timestamp_format", "timestamp_format", "hooks")
+	when := "interval"
+	if typ == "cron" {
+		when = "cron"
+	}
+	m, err := mapping(n, "snapshotting ("+typ+")", "type", "prefix", when, "utc_timestamp_format", "timestamp_format", "hooks")
 	if err != nil {
 		return s, err
 	}
 	v, ok := m["prefix"]
 	if !ok || v.Value == "" {
-		return s, fmt.Errorf("line %d: snapshotting: periodic needs a prefix", n.Line)
+		return s, fmt.Errorf("line %d: snapshotting: %s needs a prefix", n.Line, typ)
 	}
 	s.Prefix = v.Value
 	if strings.ContainsAny(s.Prefix, "@#/ ") {
 		return s, fmt.Errorf("line %d: snapshotting: prefix %q contains @, #, / or a space", v.Line, s.Prefix)
 	}
-	v, ok = m["interval"]
+	v, ok = m[when]
 	if !ok {
-		return s, fmt.Errorf("line %d: snapshotting: periodic needs an interval", n.Line)
+		return s, fmt.Errorf("line %d: snapshotting: %s needs %s", n.Line, typ, map[string]string{"interval": "an interval", "cron": "a cron specification"}[when])
 	}
-	if s.Interval, err = duration(v, "snapshotting.interval"); err != nil {
+	if typ == "cron" {
+		s.Cron = v.Value
+		if s.schedule, err = cron.ParseStandard(v.Value); err != nil {
+			return s, fmt.Errorf("line %d: snapshotting.cron: %q: %w", v.Line, v.Value, err)
+		}
+	} else if s.Interval, err = duration(v, "snapshotting.interval"); err != nil {
 		return s, err
 	}
 	for _, key := range []string{"utc_timestamp_format", "timestamp_format"} {
@@ -460,5 +474,9 @@ func (c *Config) ParseGlobal() (Global, error) {
 // SnapshotConfig returns the snapshotter settings of a periodic
 // snapshotting section.
 func (s Snapshotting) SnapshotConfig() zfsrepl.SnapshotConfig {
-	return zfsrepl.SnapshotConfig{Prefix: s.Prefix, Interval: s.Interval, TimestampFormat: s.TimestampFormat, Hooks: s.Hooks}
+	c := zfsrepl.SnapshotConfig{Prefix: s.Prefix, Interval: s.Interval, TimestampFormat: s.TimestampFormat, Hooks: s.Hooks}
+	if s.schedule != nil {
+		c.Schedule = s.schedule.Next
+	}
+	return c
 }

@@ -401,7 +401,7 @@ func (d *Daemon) runSink(ctx context.Context, j *config.Job) error {
 // after each round; with manual snapshotting it does nothing.
 func (d *Daemon) snapshotLoop(ctx context.Context, j *config.Job, local Local) {
 	sn, err := j.ParseSnapshotting()
-	if err != nil || sn.Type != "periodic" {
+	if err != nil || sn.Type != "periodic" && sn.Type != "cron" {
 		return
 	}
 	cfg := sn.SnapshotConfig()
