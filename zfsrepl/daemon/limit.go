@@ -22,7 +22,7 @@ func (l limitedSender) Send(ctx context.Context, fs string, st zfsrepl.Step) (io
 	if err != nil {
 		return nil, err
 	}
-	return &limitedReader{ReadCloser: rc, ctx: ctx, rate: l.rate, burst: l.burst, tokens: float64(l.burst), last: time.Now()}, nil
+	return newLimitedReader(ctx, rc, l.rate, l.burst, time.Now, sleepCtx), nil
 }
 
 type limitedReader struct {
@@ -31,6 +31,24 @@ type limitedReader struct {
 	rate, burst int64
 	tokens      float64
 	last        time.Time
+	now         func() time.Time
+	sleep       func(ctx context.Context, d time.Duration) error
+}
+
+func newLimitedReader(ctx context.Context, rc io.ReadCloser, rate, burst int64, now func() time.Time, sleep func(context.Context, time.Duration) error) *limitedReader {
+	return &limitedReader{ReadCloser: rc, ctx: ctx, rate: rate, burst: burst, tokens: float64(burst), last: now(), now: now, sleep: sleep}
+}
+
+// sleepCtx waits for d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 }
 
 // Read reads at most a bucket, then waits until the bucket has paid for
@@ -43,16 +61,12 @@ func (r *limitedReader) Read(p []byte) (int, error) {
 	if n == 0 {
 		return n, err
 	}
-	now := time.Now()
+	now := r.now()
 	r.tokens = min(r.tokens+now.Sub(r.last).Seconds()*float64(r.rate), float64(r.burst)) - float64(n)
 	r.last = now
 	if r.tokens < 0 {
-		t := time.NewTimer(time.Duration(-r.tokens / float64(r.rate) * float64(time.Second)))
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-r.ctx.Done():
-			return n, fmt.Errorf("send stream: %w", context.Cause(r.ctx))
+		if err := r.sleep(r.ctx, time.Duration(-r.tokens/float64(r.rate)*float64(time.Second))); err != nil {
+			return n, fmt.Errorf("send stream: %w", err)
 		}
 	}
 	return n, err
