@@ -142,8 +142,10 @@ func (a *activity) state(s *Status) string {
 
 // Status is the state of one job, as `status` prints it.
 type Status struct {
-	Name  string `json:"name"`
-	Type  string `json:"type"`
+	Name string `json:"name"`
+	Type string `json:"type"`
+	// State is one of the State constants: what the job does now, or,
+	// between runs, idle or error after the last run.
 	State string `json:"state"`
 	// Runs counts completed runs (replication or snap rounds).
 	Runs        int       `json:"runs"`

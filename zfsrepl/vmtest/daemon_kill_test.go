@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -23,7 +24,7 @@ func init() {
 	testenv.ZFSVMCommands = append(testenv.ZFSVMCommands, "github.com/cairn-backup/cairn/cmd/cairn-zrepl")
 }
 
-// killPushConfig is a push job limited to 4 MiB/s (zrepl's
+// killPushConfig is a push job limited to 3 MiB/s (zrepl's
 // send.bandwidth_limit), so that a 24 MiB step lasts seconds.
 const killPushConfig = `global:
   logging:
@@ -43,7 +44,7 @@ jobs:
     }
     send:
       bandwidth_limit:
-        max: 4 MiB
+        max: 3 MiB
     snapshotting:
       type: manual
     pruning:
@@ -175,12 +176,16 @@ func TestDaemonKilledResumes(t *testing.T) {
 	if out, err := exec.Command(bin, "signal", "wakeup", "push", "--config", cfg).CombinedOutput(); err != nil {
 		t.Fatalf("cairn-zrepl signal wakeup: %v: %s", err, out)
 	}
+	// Watch the step's bytes on the control socket (what status --json
+	// prints, without a process per look).
+	ctl := daemon.NewControl(filepath.Join(dir, "push.sock"))
 	var seen int64
-	for deadline := time.Now().Add(180 * time.Second); seen < 6<<20; time.Sleep(50 * time.Millisecond) {
-		s, err := zreplStatus(t, bin, cfg, "push")
+	for deadline := time.Now().Add(180 * time.Second); seen < 6<<20; time.Sleep(20 * time.Millisecond) {
+		st, err := ctl.Status(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
+		s := st[0]
 		if s.Runs > 1 || time.Now().After(deadline) {
 			t.Fatalf("the step was not caught midway: %+v", s)
 		}
