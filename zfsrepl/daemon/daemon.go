@@ -10,7 +10,7 @@
 // resumes the step.
 //
 // A job's State in Status is what it does now: snapshotting (a round of the
-// periodic snapshotter, its hooks included), replicating, pruning, serving
+// periodic or cron snapshotter, its hooks included), replicating, pruning, serving
 // (a sink), or, between runs, idle after a run that succeeded and error
 // after one that failed (LastError says why; the next run that succeeds
 // clears both). A run of a push or snap job is the snapshot round that
