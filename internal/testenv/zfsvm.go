@@ -137,10 +137,10 @@ func ZPool(t testing.TB, name string) string {
 //
 // Inside the guest it returns m.Run(). On the host, when the VM is prepared
 // (ZFSVM_KERNEL, ZFSVM_INITRD, ZFSVM_RUN), it builds the package's test binary
-// with CGO_ENABLED=0 (build tags from CAIRN_ZFSVM_TAGS, none by default),
-// and the binaries of ZFSVMCommands,
-// copies it with the package's testdata into a fresh share directory, boots one
-// guest, runs the binary there as root with this process's -test.* flags,
+// with CGO_ENABLED=0 (build tags from CAIRN_ZFSVM_TAGS, none by default), and
+// the binaries of ZFSVMCommands into the share's bin/, copies the package's
+// testdata into a fresh share directory, boots one guest, runs the test
+// binary there as root with this process's -test.* flags,
 // streams the guest's output to stdout and returns the guest's exit code. When
 // the VM is not prepared, or for -test.list, it runs the tests on the host,
 // where ZFS(t) skips them (or fails them under CI=true).
