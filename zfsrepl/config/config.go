@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -161,6 +162,23 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
+// yamlUnknownField is how go.yaml.in/yaml words an unknown key.
+var yamlUnknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
+
+// userYAMLError words the decoder's errors for an operator: "unknown key
+// "x"" rather than the Go type the key was decoded into.
+func userYAMLError(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		msgs[i] = yamlUnknownField.ReplaceAllString(m, `unknown key "$1"`)
+	}
+	return fmt.Errorf("config: %s", strings.Join(msgs, "; "))
+}
+
 // Parse parses and validates a configuration.
 func Parse(b []byte) (*Config, error) {
 	var root yaml.Node
@@ -172,7 +190,7 @@ func Parse(b []byte) (*Config, error) {
 	strict := yaml.NewDecoder(bytes.NewReader(b))
 	strict.KnownFields(true)
 	if err := strict.Decode(&c); err != nil {
-		return nil, err
+		return nil, userYAMLError(err)
 	}
 	// Remember each job's line for error messages.
 	if len(root.Content) == 1 {
