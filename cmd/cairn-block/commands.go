@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -94,7 +93,7 @@ func (a *app) backupCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return writeJSON(a.IO.Out, backupJSON{ID: v.ID, Volume: v.Volume, Size: v.Size,
+					return cli.WriteJSON(a.IO.Out, backupJSON{ID: v.ID, Volume: v.Volume, Size: v.Size,
 						Created: v.Created.Format(time.RFC3339), Base: v.Base, Labels: v.Labels,
 						Status: string(v.Status), Stats: v.Stats})
 				}
@@ -154,23 +153,6 @@ func (a *app) restoreCmd() *cobra.Command {
 	return cmd
 }
 
-// versionJSON is one element of ls --json.
-type versionJSON struct {
-	ID        string             `json:"id"`
-	Volume    string             `json:"volume"`
-	Kind      string             `json:"kind"`
-	Created   string             `json:"created"`
-	Size      int64              `json:"size"`
-	BlockSize int                `json:"block_size"`
-	Status    string             `json:"status"`
-	Protected bool               `json:"protected"`
-	Labels    map[string]string  `json:"labels"`
-	Base      string             `json:"base,omitempty"`
-	Error     string             `json:"error,omitempty"`
-	Stats     blockdiff.Stats    `json:"stats"`
-	Damage    []blockdiff.Damage `json:"damage,omitempty"` // blocks a scrub found missing or corrupt
-}
-
 func (a *app) lsCmd() *cobra.Command {
 	var volume string
 	var labels []string
@@ -190,14 +172,7 @@ func (a *app) lsCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					out := make([]versionJSON, 0, len(vs))
-					for _, v := range vs {
-						out = append(out, versionJSON{ID: v.ID, Volume: v.Volume, Kind: string(v.Kind),
-							Created: v.Created.Format(time.RFC3339), Size: v.Size, BlockSize: v.BlockSize,
-							Status: string(v.Status), Protected: v.Protected, Labels: v.Labels, Base: v.Base,
-							Error: v.Error, Stats: v.Stats, Damage: v.Damage})
-					}
-					return writeJSON(a.IO.Out, out)
+					return cli.WriteJSON(a.IO.Out, cli.VersionsJSON(vs))
 				}
 				return printTable(a.IO.Out, vs)
 			})
@@ -314,13 +289,6 @@ func (a *app) labelCmd() *cobra.Command {
 			})
 		},
 	}
-}
-
-// writeJSON prints v as indented JSON.
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // parseSize parses a byte count with an optional K/M/G suffix (powers of two:

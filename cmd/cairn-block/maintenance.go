@@ -57,7 +57,7 @@ func (a *app) scrubCmd(deep bool) *cobra.Command {
 					return err
 				}
 				if asJSON {
-					err = writeJSON(a.IO.Out, rep)
+					err = cli.WriteJSON(a.IO.Out, rep)
 				} else {
 					err = printScrub(a.IO.Out, rep)
 				}
@@ -143,7 +143,7 @@ func (a *app) enforceCmd() *cobra.Command {
 				if res != nil {
 					var werr error
 					if asJSON {
-						werr = writeJSON(a.IO.Out, res)
+						werr = cli.WriteJSON(a.IO.Out, res)
 					} else {
 						werr = printEnforce(a.IO.Out, res)
 					}
@@ -214,7 +214,7 @@ func (a *app) cleanupCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return writeJSON(a.IO.Out, res)
+					return cli.WriteJSON(a.IO.Out, res)
 				}
 				verb := "deleted"
 				if dryRun {
@@ -249,7 +249,7 @@ func (a *app) locksCmd() *cobra.Command {
 					if locks == nil {
 						locks = []blockdiff.LockInfo{}
 					}
-					return writeJSON(a.IO.Out, locks)
+					return cli.WriteJSON(a.IO.Out, locks)
 				}
 				return printLocks(a.IO.Out, locks)
 			})
@@ -303,7 +303,7 @@ func (a *app) storageStatsCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return writeJSON(a.IO.Out, st)
+					return cli.WriteJSON(a.IO.Out, st)
 				}
 				tw := tabwriter.NewWriter(a.IO.Out, 0, 4, 2, ' ', 0)
 				fmt.Fprintf(tw, "versions\t%d (%d valid, %d invalid, %d incomplete, %d protected)\n", st.Versions,

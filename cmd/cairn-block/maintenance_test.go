@@ -50,9 +50,9 @@ func poolImage(t *testing.T, dir string, idx []int, own uint64) (string, []byte)
 }
 
 // versionsJSON returns ls --json.
-func (c *tcli) versions() []versionJSON {
+func (c *tcli) versions() []cli.VersionJSON {
 	c.t.Helper()
-	var vs []versionJSON
+	var vs []cli.VersionJSON
 	if err := json.Unmarshal([]byte(c.ok("ls", "--json")), &vs); err != nil {
 		c.t.Fatal(err)
 	}
@@ -281,7 +281,7 @@ func TestCLIProcessRace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var vs []versionJSON
+	var vs []cli.VersionJSON
 	if err := json.Unmarshal([]byte(out), &vs); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -27,25 +26,6 @@ func (a *app) initCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&encrypt, "encrypt", false, "encrypt with a key wrapped by the passphrase")
 	return cmd
-}
-
-// versionJSON is one version in --json output.
-type versionJSON struct {
-	ID        string            `json:"id"`
-	Volume    string            `json:"volume"`
-	Kind      string            `json:"kind"`
-	Created   string            `json:"created"`
-	Size      int64             `json:"size"`
-	Status    string            `json:"status"`
-	Protected bool              `json:"protected"`
-	Labels    map[string]string `json:"labels"`
-	Error     string            `json:"error,omitempty"`
-	Stats     blockdiff.Stats   `json:"stats"`
-}
-
-func toJSON(v *blockdiff.Version) versionJSON {
-	return versionJSON{ID: v.ID, Volume: v.Volume, Kind: string(v.Kind), Created: v.Created.Format(time.RFC3339),
-		Size: v.Size, Status: string(v.Status), Protected: v.Protected, Labels: v.Labels, Error: v.Error, Stats: v.Stats}
 }
 
 func (a *app) dumpCmd() *cobra.Command {
@@ -85,11 +65,7 @@ func (a *app) dumpCmd() *cobra.Command {
 				vs, err := pgdump.Dump(cmd.Context(), r, opts)
 				bar.Finish()
 				if asJSON {
-					out := []versionJSON{}
-					for _, v := range vs {
-						out = append(out, toJSON(v))
-					}
-					if jerr := writeJSON(a.IO.Out, out); jerr != nil && err == nil {
+					if jerr := cli.WriteJSON(a.IO.Out, cli.VersionsJSON(vs)); jerr != nil && err == nil {
 						err = jerr
 					}
 				} else {
@@ -192,7 +168,7 @@ func (a *app) restoreCmd() *cobra.Command {
 					if err != nil {
 						out.Error = err.Error()
 					}
-					if jerr := writeJSON(a.IO.Out, out); jerr != nil && err == nil {
+					if jerr := cli.WriteJSON(a.IO.Out, out); jerr != nil && err == nil {
 						err = jerr
 					}
 				} else if rep != nil && len(rep.Errors) > rep.Benign {
@@ -241,11 +217,7 @@ func (a *app) lsCmd() *cobra.Command {
 				}
 				vs := slices.DeleteFunc(all, func(v *blockdiff.Version) bool { return v.Kind != blockdiff.KindStream })
 				if asJSON {
-					out := make([]versionJSON, 0, len(vs))
-					for _, v := range vs {
-						out = append(out, toJSON(v))
-					}
-					return writeJSON(a.IO.Out, out)
+					return cli.WriteJSON(a.IO.Out, cli.VersionsJSON(vs))
 				}
 				tw := tabwriter.NewWriter(a.IO.Out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tVOLUME\tCREATED\tSIZE\tNEW\tSTATUS\tSERVER\tDATABASES")
@@ -263,11 +235,4 @@ func (a *app) lsCmd() *cobra.Command {
 	cmd.Flags().StringArrayVar(&labels, "label", nil, "only versions with label k=v (repeatable)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
 	return cmd
-}
-
-// writeJSON prints v as indented JSON.
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

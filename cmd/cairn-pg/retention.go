@@ -36,7 +36,7 @@ func (a *app) enforceCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return writeJSON(a.IO.Out, res)
+					return cli.WriteJSON(a.IO.Out, res)
 				}
 				for _, v := range res.Volumes {
 					verb := "removed"
@@ -70,7 +70,7 @@ func (a *app) cleanupCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return writeJSON(a.IO.Out, res)
+					return cli.WriteJSON(a.IO.Out, res)
 				}
 				fmt.Fprintf(a.IO.Out, "%d objects, %d referenced, %d kept by the grace period, %d deleted (%s)\n",
 					res.Objects, res.Referenced, res.Young, res.Deleted, cli.HumanBytes(res.DeletedBytes))

@@ -45,7 +45,7 @@ func TestEnforceCleanup(t *testing.T) {
 		t.Fatalf("cleanup: %d %s %s", code, out, e)
 	}
 	code, out, _ = runCLI(t, env, "ls", "--json")
-	var vs []versionJSON
+	var vs []cli.VersionJSON
 	if code != cli.ExitOK || json.Unmarshal([]byte(out), &vs) != nil || len(vs) != 1 {
 		t.Fatalf("ls after enforce: %s", out)
 	}
