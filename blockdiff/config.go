@@ -113,6 +113,11 @@ type Options struct {
 	// LockWait is how long Backup and the maintenance operations wait for
 	// a conflicting lock to go away; 0 = DefaultLockWait.
 	LockWait time.Duration
+	// NoReadLock lets restores and version readers run without the shared
+	// lock they otherwise hold, for credentials that cannot write locks/.
+	// A cleanup running meanwhile may then delete what a restore still
+	// needs: the restore fails; it never writes wrong bytes.
+	NoReadLock bool
 }
 
 // Repository is an open blockdiff repository. It is safe for concurrent use.

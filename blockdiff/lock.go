@@ -172,8 +172,11 @@ func (l *Lock) Check() error {
 }
 
 // Release stops refreshing the lock and deletes it. It is safe to call more
-// than once.
+// than once, and on a nil Lock (a read without a lock: Options.NoReadLock).
 func (l *Lock) Release(ctx context.Context) error {
+	if l == nil {
+		return nil
+	}
 	l.mu.Lock()
 	stop := l.stop
 	l.stop = nil
@@ -269,6 +272,29 @@ func (r *Repository) newLock(kind LockKind, op string) *Lock {
 // and process ID, for `cairn-block locks`).
 func (r *Repository) Lock(ctx context.Context, kind LockKind, op string) (*Lock, error) {
 	return r.lock(ctx, kind, op, r.opts.LockWait)
+}
+
+// readVersion takes the shared lock that keeps a cleanup from deleting what
+// a read still needs (none with Options.NoReadLock), then loads version id,
+// refusing one that is not valid unless allowInvalid. op names the read in
+// the lock and in errors. The caller releases the lock when done reading.
+func (r *Repository) readVersion(ctx context.Context, op, id string, allowInvalid bool) (*Version, *Lock, error) {
+	var lock *Lock
+	if !r.opts.NoReadLock {
+		var err error
+		if lock, err = r.Lock(ctx, LockShared, op+" "+id); err != nil {
+			return nil, nil, err
+		}
+	}
+	v, err := r.Version(ctx, id)
+	if err == nil && v.Status != StatusValid && !allowInvalid {
+		err = fmt.Errorf("blockdiff: %s %s: status is %s: %w", op, id, v.Status, ErrNotValid)
+	}
+	if err != nil {
+		_ = lock.Release(ctx)
+		return nil, nil, err
+	}
+	return v, lock, nil
 }
 
 // lock is Lock with an explicit wait.

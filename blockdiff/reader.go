@@ -24,6 +24,7 @@ type ReaderOptions struct {
 type VersionReader struct {
 	r    *Repository
 	ctx  context.Context
+	lock *Lock // shared, so that no cleanup deletes blocks while the reader is open
 	v    *Version
 	offs []int64 // offset of each reference; offs[len] = size
 
@@ -41,29 +42,32 @@ type cached struct {
 	err   error
 }
 
-// OpenVersion returns a reader of version id. Blocks are read with ctx,
+// OpenVersion returns a reader of version id, holding a shared repository
+// lock until Close (unless Options.NoReadLock). Blocks are read with ctx,
 // which should live as long as the reader is used.
 func (r *Repository) OpenVersion(ctx context.Context, id string, opts ReaderOptions) (*VersionReader, error) {
-	v, err := r.Version(ctx, id)
+	v, lock, err := r.readVersion(ctx, "read", id, opts.AllowInvalid)
 	if err != nil {
 		return nil, err
-	}
-	if v.Status != StatusValid && !opts.AllowInvalid {
-		return nil, fmt.Errorf("blockdiff: open %s: status is %s: %w", id, v.Status, ErrNotValid)
 	}
 	offs := make([]int64, len(v.refs)+1)
 	for i, ref := range v.refs {
 		offs[i+1] = offs[i] + ref.Length
 	}
 	if offs[len(v.refs)] != v.Size {
+		_ = lock.Release(ctx)
 		return nil, fmt.Errorf("blockdiff: open %s: references cover %d bytes of %d: %w", id, offs[len(v.refs)], v.Size, ErrNotValid)
 	}
 	n := opts.CacheBlocks
 	if n <= 0 {
 		n = 8
 	}
-	return &VersionReader{r: r, ctx: ctx, v: v, offs: offs, cache: map[ID]*list.Element{}, lru: list.New(), max: n}, nil
+	return &VersionReader{r: r, ctx: ctx, lock: lock, v: v, offs: offs, cache: map[ID]*list.Element{}, lru: list.New(), max: n}, nil
 }
+
+// Close releases the reader's repository lock. Reads after Close still work
+// but no longer keep a cleanup away.
+func (vr *VersionReader) Close() error { return vr.lock.Release(vr.ctx) }
 
 // Size returns the version's size in bytes.
 func (vr *VersionReader) Size() int64 { return vr.v.Size }

@@ -20,6 +20,9 @@ func TestVersionReader(t *testing.T) {
 	img = append(img, textBytes(8, testBS+123)...)
 	v := backupBytes(t, r, "vol", img, BackupOptions{})
 	vr, err := r.OpenVersion(ctx, v.ID, ReaderOptions{CacheBlocks: 2})
+	if err == nil {
+		defer vr.Close()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,6 +55,9 @@ func TestVersionReader(t *testing.T) {
 	body[20] ^= 1
 	putObject(t, s, key, body)
 	vr2, err := r.OpenVersion(ctx, v.ID, ReaderOptions{})
+	if err == nil {
+		defer vr2.Close()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,9 +73,11 @@ func TestVersionReader(t *testing.T) {
 	if _, err := r.OpenVersion(ctx, v.ID, ReaderOptions{}); !errors.Is(err, ErrNotValid) {
 		t.Fatalf("open of an invalid version: %v", err)
 	}
-	if _, err := r.OpenVersion(ctx, v.ID, ReaderOptions{AllowInvalid: true}); err != nil {
+	vr3, err := r.OpenVersion(ctx, v.ID, ReaderOptions{AllowInvalid: true})
+	if err != nil {
 		t.Fatal(err)
 	}
+	vr3.Close()
 }
 
 // TestStorageStats counts objects, bytes and the dedup ratio.

@@ -25,15 +25,15 @@ type RestoreOptions struct {
 
 // Restore writes version id to w, fetching blocks in parallel and checking
 // each against its ID before writing it. A mismatch stops the restore with an
-// error that names the version, the offset and the object.
+// error that names the version, the offset and the object. It holds a shared
+// repository lock meanwhile, so that no cleanup deletes what it still needs
+// (unless Options.NoReadLock).
 func (r *Repository) Restore(ctx context.Context, id string, w io.WriterAt, opts RestoreOptions) error {
-	v, err := r.Version(ctx, id)
+	v, lock, err := r.readVersion(ctx, "restore", id, opts.AllowInvalid)
 	if err != nil {
 		return err
 	}
-	if v.Status != StatusValid && !opts.AllowInvalid {
-		return fmt.Errorf("blockdiff: restore %s: status is %s: %w", id, v.Status, ErrNotValid)
-	}
+	defer lock.Release(ctx)
 	return r.restoreVersion(ctx, v, w, opts)
 }
 
@@ -133,13 +133,11 @@ type RestoreFileOptions struct {
 // rewritten; an existing block device must hold at least the version's size.
 func (r *Repository) RestoreFile(ctx context.Context, id, path string, opts RestoreFileOptions) error {
 	path = strings.TrimPrefix(path, "file://")
-	v, err := r.Version(ctx, id)
+	v, lock, err := r.readVersion(ctx, "restore", id, opts.AllowInvalid)
 	if err != nil {
 		return err
 	}
-	if v.Status != StatusValid && !opts.AllowInvalid {
-		return fmt.Errorf("blockdiff: restore %s: status is %s: %w", id, v.Status, ErrNotValid)
-	}
+	defer lock.Release(ctx)
 	f, sparse, err := openDest(path, v.Size, opts)
 	if err != nil {
 		return err

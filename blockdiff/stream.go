@@ -236,15 +236,14 @@ type fetched struct {
 // RestoreStream writes version id to w in order, fetching up to Transfers
 // chunks ahead in parallel and checking each against its ID before writing
 // it. It works for versions of either kind (a block version comes out as its
-// image). On error, w has received a prefix of the version.
+// image). On error, w has received a prefix of the version. It holds a shared
+// repository lock meanwhile, as Restore does.
 func (r *Repository) RestoreStream(ctx context.Context, id string, w io.Writer, opts StreamRestoreOptions) error {
-	v, err := r.Version(ctx, id)
+	v, lock, err := r.readVersion(ctx, "restore", id, opts.AllowInvalid)
 	if err != nil {
 		return err
 	}
-	if v.Status != StatusValid && !opts.AllowInvalid {
-		return fmt.Errorf("blockdiff: restore %s: status is %s: %w", id, v.Status, ErrNotValid)
-	}
+	defer lock.Release(ctx)
 	if err := r.restoreOrdered(ctx, v, w, opts.Progress); err != nil {
 		return fmt.Errorf("blockdiff: restore %s: %w", v.ID, err)
 	}

@@ -333,7 +333,8 @@ func (a *app) nbdCmd() *cobra.Command {
 		Short: "Serve versions read-only over NBD (export name = version ID)",
 		Long: "Serve the repository's versions read-only over the Network Block Device protocol until\n" +
 			"interrupted: export name = version ID, the export list = the valid versions. Blocks are read\n" +
-			"on demand, verified against their IDs, and a few are cached per connection. For example:\n" +
+			"on demand, verified against their IDs, and a few are cached per connection; a connection\n" +
+			"holds a shared repository lock (a cleanup waits for it; --no-lock to skip). For example:\n" +
 			"  qemu-img convert -O raw nbd://127.0.0.1:10809/VERSION out.img",
 		Args: cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -88,12 +88,15 @@ type Repo struct {
 	Options      blockdiff.Options // extra options of the binary (locks); passphrase and logger are filled in
 }
 
-// AddFlags registers --repo, --password-file and --log-level on root.
+// AddFlags registers --repo, --password-file, --log-level and --no-lock on
+// root.
 func (r *Repo) AddFlags(root *cobra.Command, logLevelHelp string) {
 	pf := root.PersistentFlags()
 	pf.StringVar(&r.URL, "repo", "", "repository URL (default $CAIRN_REPO)")
 	pf.StringVar(&r.PasswordFile, "password-file", "", "file holding the repository passphrase (default $CAIRN_PASSWORD)")
 	pf.StringVar(&r.LogLevel, "log-level", "info", logLevelHelp)
+	pf.BoolVar(&r.Options.NoReadLock, "no-lock", false,
+		"restore and read without the shared repository lock, for credentials that cannot write (a cleanup running meanwhile can make the restore fail; backups always lock)")
 }
 
 // Setup configures logging once the flags are parsed.

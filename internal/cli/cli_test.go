@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/cairn-backup/cairn/blockdiff"
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -73,6 +75,42 @@ func TestPassphraseAndStore(t *testing.T) {
 	_, err = (&Repo{IO: empty}).Store(context.Background())
 	var ue UsageError
 	assert.ErrorAs(t, err, &ue, "no repository is a usage error")
+}
+
+// TestNoLockFlag: a restore holds a shared lock (a file under locks/ while it
+// runs) unless --no-lock is given.
+func TestNoLockFlag(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "repo")
+	for _, args := range [][]string{{"--repo", dir}, {"--repo", dir, "--no-lock"}} {
+		sio, _ := testIO(nil)
+		r := &Repo{IO: sio}
+		root := &cobra.Command{Use: "tool", RunE: func(*cobra.Command, []string) error { return nil }}
+		r.AddFlags(root, "log level")
+		root.SetArgs(args)
+		require.NoError(t, root.Execute())
+		require.NoError(t, r.Setup())
+		if _, err := os.Stat(dir); err != nil {
+			require.NoError(t, r.Init(ctx, blockdiff.InitConfig{}))
+		}
+		locks := -1
+		err := r.WithRepo(ctx, func(repo *blockdiff.Repository) error {
+			v, err := repo.BackupStream(ctx, strings.NewReader("some dump"), blockdiff.StreamOptions{Volume: "v"})
+			if err != nil {
+				return err
+			}
+			return repo.RestoreStream(ctx, v.ID, io.Discard, blockdiff.StreamRestoreOptions{Progress: func(int64, int64) {
+				ents, _ := os.ReadDir(filepath.Join(dir, "locks"))
+				locks = len(ents)
+			}})
+		})
+		require.NoError(t, err)
+		want := 1
+		if r.Options.NoReadLock {
+			want = 0
+		}
+		assert.Equal(t, want, locks, "locks during a restore with %v", args)
+	}
 }
 
 func TestParseLabelsAndHumanBytes(t *testing.T) {

@@ -25,9 +25,11 @@ import (
 	"sync"
 )
 
-// Export is one device a Server offers.
+// Export is one device a Server offers. The server closes it when the
+// connection that opened it no longer needs it.
 type Export interface {
 	io.ReaderAt
+	io.Closer
 	Size() int64
 }
 
@@ -149,6 +151,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	if err != nil || exp == nil {
 		return err
 	}
+	defer exp.Close()
 	return conn.transmit(exp)
 }
 

@@ -13,35 +13,56 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 // memExports serves byte slices; the data source is a fake, the protocol and
-// the client are real.
-type memExports map[string][]byte
+// the client are real. It counts the exports open, which the server must
+// close when a connection is done with them.
+type memExports struct {
+	data map[string][]byte
+	open atomic.Int64
+}
 
-type memExport struct{ *bytes.Reader }
+func newMemExports(data map[string][]byte) *memExports { return &memExports{data: data} }
 
-func (e memExport) Size() int64 { return e.Reader.Size() }
+type memExport struct {
+	*bytes.Reader
+	open *atomic.Int64
+}
 
-func (m memExports) Open(_ context.Context, name string) (Export, error) {
-	b, ok := m[name]
+func (e memExport) Size() int64  { return e.Reader.Size() }
+func (e memExport) Close() error { e.open.Add(-1); return nil }
+
+func (m *memExports) Open(_ context.Context, name string) (Export, error) {
+	b, ok := m.data[name]
 	if !ok {
 		return nil, fmt.Errorf("%w %q", ErrUnknownExport, name)
 	}
-	return memExport{bytes.NewReader(b)}, nil
+	m.open.Add(1)
+	return memExport{bytes.NewReader(b), &m.open}, nil
 }
 
-func (m memExports) List(context.Context) ([]string, error) {
+func (m *memExports) List(context.Context) ([]string, error) {
 	var n []string
-	for k := range m {
+	for k := range m.data {
 		n = append(n, k)
 	}
 	slices.Sort(n)
 	return n, nil
+}
+
+// requireAllClosed waits for the server to close every export its finished
+// connections opened.
+func (m *memExports) requireAllClosed(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool { return m.open.Load() == 0 }, 5*time.Second, 5*time.Millisecond,
+		"exports left open: %d", m.open.Load())
 }
 
 func randomBytes(n int, seed uint64) []byte {
@@ -89,7 +110,8 @@ func TestQemuImgReadsExportsByteForByte(t *testing.T) {
 	qemuImg := tool(t, "qemu-img")
 	data := randomBytes(5<<20+123, 1) // not a multiple of any block size
 	zeros := make([]byte, 3<<20)
-	addr := serve(t, memExports{"v-random": data, "v-zeros": zeros})
+	exps := newMemExports(map[string][]byte{"v-random": data, "v-zeros": zeros})
+	addr := serve(t, exps)
 	for name, want := range map[string][]byte{"v-random": data, "v-zeros": zeros} {
 		out := filepath.Join(t.TempDir(), name+".img")
 		cmd := exec.Command(qemuImg, "convert", "-f", "raw", "-O", "raw", "nbd://"+addr+"/"+name, out)
@@ -102,22 +124,25 @@ func TestQemuImgReadsExportsByteForByte(t *testing.T) {
 		require.True(t, bytes.Equal(want, got[:len(want)]), "%s: bytes read over NBD differ", name)
 		require.Equal(t, make([]byte, len(got)-len(want)), got[len(want):], "%s: sector padding", name)
 	}
+	exps.requireAllClosed(t)
 }
 
 func TestQemuNbdListsExports(t *testing.T) {
 	qemuNbd := tool(t, "qemu-nbd")
-	addr := serve(t, memExports{"version-a": []byte("a"), "version-b": make([]byte, 4096)})
+	exps := newMemExports(map[string][]byte{"version-a": []byte("a"), "version-b": make([]byte, 4096)})
+	addr := serve(t, exps)
 	host, port, _ := net.SplitHostPort(addr)
 	out, err := exec.Command(qemuNbd, "--list", "-b", host, "-p", port).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	assert.Contains(t, string(out), "export: 'version-a'")
 	assert.Contains(t, string(out), "export: 'version-b'")
 	assert.Contains(t, string(out), "size:  4096")
+	exps.requireAllClosed(t) // --list asks INFO of each export
 }
 
 func TestQemuImgUnknownExport(t *testing.T) {
 	qemuImg := tool(t, "qemu-img")
-	addr := serve(t, memExports{"v1": []byte("x")})
+	addr := serve(t, newMemExports(map[string][]byte{"v1": []byte("x")}))
 	out, err := exec.Command(qemuImg, "info", "nbd://"+addr+"/nope").CombinedOutput()
 	require.Error(t, err)
 	assert.Contains(t, string(out), `export "nope"`)
@@ -182,7 +207,8 @@ func (cl *client) request(typ uint16, off uint64, length uint32, payload []byte)
 
 func TestRequests(t *testing.T) {
 	data := randomBytes(10000, 2)
-	addr := serve(t, memExports{"v": data})
+	exps := newMemExports(map[string][]byte{"v": data})
+	addr := serve(t, exps)
 	cl, size := dial(t, addr, "v")
 	require.Equal(t, int64(len(data)), size)
 
@@ -206,10 +232,11 @@ func TestRequests(t *testing.T) {
 	writeAll(t, cl.c, uint32(magicRequest), uint16(0), uint16(cmdDisc), uint64(1), uint64(0), uint32(0))
 	_, err := cl.c.Read(make([]byte, 1))
 	assert.ErrorIs(t, err, io.EOF, "server closes after DISC")
+	exps.requireAllClosed(t)
 }
 
 func TestBadClientsDoNotHurtTheServer(t *testing.T) {
-	addr := serve(t, memExports{"v": []byte("data")})
+	addr := serve(t, newMemExports(map[string][]byte{"v": []byte("data")}))
 	for _, junk := range [][]byte{
 		nil,
 		{0, 0, 0, 0},                      // not fixed newstyle

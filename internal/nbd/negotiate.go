@@ -85,15 +85,18 @@ func (c *conn) exportName(ctx context.Context, name string) (Export, bool, error
 	if err != nil {
 		return nil, true, fmt.Errorf("nbd: export %q: %w", name, err)
 	}
-	if err := c.write(uint64(exp.Size()), uint16(transmissionFlags)); err != nil {
+	err = c.write(uint64(exp.Size()), uint16(transmissionFlags))
+	if err == nil && !c.noZeroes {
+		err = c.write(make([]byte, 124))
+	}
+	if err == nil {
+		err = c.w.Flush()
+	}
+	if err != nil {
+		exp.Close()
 		return nil, true, err
 	}
-	if !c.noZeroes {
-		if err := c.write(make([]byte, 124)); err != nil {
-			return nil, true, err
-		}
-	}
-	return exp, true, c.w.Flush()
+	return exp, true, nil
 }
 
 const transmissionFlags = tflagHasFlags | tflagReadOnly | tflagSendFlush | tflagMultiConn
@@ -132,12 +135,26 @@ func (c *conn) infoGo(ctx context.Context, opt uint32, data []byte) (Export, boo
 		}
 		return nil, false, c.reply(opt, typ, []byte(msg))
 	}
+	if err := c.describe(opt, exp); err != nil || opt == optInfo {
+		exp.Close() // INFO only describes the export; GO keeps it open
+		return nil, false, err
+	}
+	if err := c.w.Flush(); err != nil {
+		exp.Close()
+		return nil, false, err
+	}
+	return exp, true, nil
+}
+
+// describe sends the INFO replies of exp: its size and flags, its block
+// sizes, and the final acknowledgement.
+func (c *conn) describe(opt uint32, exp Export) error {
 	var info []byte
 	info = binary.BigEndian.AppendUint16(info, infoExport)
 	info = binary.BigEndian.AppendUint64(info, uint64(exp.Size()))
 	info = binary.BigEndian.AppendUint16(info, transmissionFlags)
 	if err := c.reply(opt, repInfo, info); err != nil {
-		return nil, false, err
+		return err
 	}
 	var bs []byte
 	bs = binary.BigEndian.AppendUint16(bs, infoBlockSize)
@@ -145,15 +162,9 @@ func (c *conn) infoGo(ctx context.Context, opt uint32, data []byte) (Export, boo
 	bs = binary.BigEndian.AppendUint32(bs, 4096)    // preferred
 	bs = binary.BigEndian.AppendUint32(bs, maxRead) // maximum
 	if err := c.reply(opt, repInfo, bs); err != nil {
-		return nil, false, err
+		return err
 	}
-	if err := c.reply(opt, repAck, nil); err != nil {
-		return nil, false, err
-	}
-	if opt == optInfo {
-		return nil, false, nil
-	}
-	return exp, true, c.w.Flush()
+	return c.reply(opt, repAck, nil)
 }
 
 // parseInfoRequest reads the export name of an INFO or GO option:
