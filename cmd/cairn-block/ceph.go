@@ -62,6 +62,7 @@ func (a *app) backupRBD(cmd *cobra.Command, cf *cephFlags, source, volume string
 			return err
 		}
 		v := res.Version
+		a.RecordVersion(v)
 		a.Log.Info("rbd backup done", "version", v.ID, "snapshot", res.Snapshot, "base", res.Base,
 			"full_reason", res.FullReason, "bytes_read", res.BytesRead, "removed_snapshots", res.RemovedSnapshots)
 		if asJSON {
@@ -154,6 +155,7 @@ func (a *app) backupOne(ctx context.Context, conn *rbd.Conn, r *blockdiff.Reposi
 		return res
 	}
 	v := out.Version
+	a.RecordVersion(v)
 	res.OK, res.Version, res.Snapshot, res.Base, res.FullReason = true, v.ID, out.Snapshot, out.Base, out.FullReason
 	res.Size, res.BytesRead, res.BytesWritten, res.Removed = v.Size, out.BytesRead, v.Stats.BytesWritten, out.RemovedSnapshots
 	a.Log.Info("image backed up", "image", u.Spec(), "version", v.ID, "base", out.Base, "bytes_read", out.BytesRead)

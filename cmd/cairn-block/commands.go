@@ -89,6 +89,9 @@ func (a *app) backupCmd() *cobra.Command {
 				opts.Progress = bar.Bytes
 				v, err := r.Backup(cmd.Context(), src, opts)
 				bar.Finish()
+				if v != nil {
+					a.RecordVersion(v)
+				}
 				if err != nil {
 					return err
 				}

@@ -56,6 +56,7 @@ func (a *app) scrubCmd(deep bool) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				a.RecordScrub(rep)
 				if asJSON {
 					err = cli.WriteJSON(a.IO.Out, rep)
 				} else {
@@ -141,6 +142,7 @@ func (a *app) enforceCmd() *cobra.Command {
 					return cli.UsageError{Err: err}
 				}
 				if res != nil {
+					a.RecordEnforce(res)
 					var werr error
 					if asJSON {
 						werr = cli.WriteJSON(a.IO.Out, res)
@@ -213,6 +215,7 @@ func (a *app) cleanupCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				a.RecordCleanup(res)
 				if asJSON {
 					return cli.WriteJSON(a.IO.Out, res)
 				}

@@ -18,7 +18,7 @@ type app struct {
 // run executes one command line and returns the exit code.
 func run(ctx context.Context, args []string, sio cli.IO) int {
 	a := &app{Repo: cli.Repo{IO: sio}}
-	return cli.Execute(ctx, a.rootCmd(), args, sio)
+	return a.Execute(ctx, a.rootCmd(), args)
 }
 
 // rootCmd builds the command tree.

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -41,7 +43,8 @@ func TestDumpLsRestore(t *testing.T) {
 	if code, _, e := runCLI(t, env, "init", "--encrypt"); code != cli.ExitOK {
 		t.Fatalf("init: %d %s", code, e)
 	}
-	code, out, e := runCLI(t, env, "dump", "--cluster", "main", "--json", "--", "--schema-only")
+	prom := filepath.Join(t.TempDir(), "postgres-backup.prom")
+	code, out, e := runCLI(t, env, "dump", "--cluster", "main", "--json", "--metrics-file", prom, "--", "--schema-only")
 	if code != cli.ExitOK {
 		t.Fatalf("dump: %d %s", code, e)
 	}
@@ -51,6 +54,17 @@ func TestDumpLsRestore(t *testing.T) {
 	var vs []cli.VersionJSON
 	if err := json.Unmarshal([]byte(out), &vs); err != nil || len(vs) != 1 || vs[0].Labels["pg.cluster"] != "main" {
 		t.Fatalf("dump --json: %v %s", err, out)
+	}
+	metrics := func() string {
+		b, err := os.ReadFile(prom)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	stored := fmt.Sprintf(`cairn_backup_stored_bytes{run="postgres-backup",volume=%q} %d`, vs[0].Volume, vs[0].Stats.BytesWritten)
+	if m := metrics(); !strings.Contains(m, stored) || !strings.Contains(m, `cairn_last_run_success{binary="cairn-pg",command="dump",run="postgres-backup"} 1`) {
+		t.Fatalf("metrics file after a dump lacks %s:\n%s", stored, m)
 	}
 	code, out, _ = runCLI(t, env, "ls", "--cluster", "main", "--json")
 	var ls []cli.VersionJSON
@@ -67,9 +81,13 @@ func TestDumpLsRestore(t *testing.T) {
 		bad[k] = v
 	}
 	bad["CAIRN_PG_DSN"] = strings.Replace(pg.DSN, "@", "x@", 1)
-	code, _, e = runCLI(t, bad, "dump")
+	code, _, e = runCLI(t, bad, "dump", "--metrics-file", prom)
 	if code != cli.ExitFailure || !strings.Contains(e, "password authentication failed") {
 		t.Fatalf("wrong password: %d %s", code, e)
+	}
+	if m := metrics(); !strings.Contains(m, `cairn_last_run_success{binary="cairn-pg",command="dump",run="postgres-backup"} 0`) ||
+		!strings.Contains(m, "cairn_last_success_timestamp_seconds{") {
+		t.Fatalf("metrics file after a failed dump:\n%s", m)
 	}
 	_, out, _ = runCLI(t, env, "ls", "--json")
 	if err := json.Unmarshal([]byte(out), &ls); err != nil || len(ls) != 1 {

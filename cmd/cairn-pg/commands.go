@@ -64,6 +64,9 @@ func (a *app) dumpCmd() *cobra.Command {
 				opts.Progress = func(program string, done int64) { bar.Update(program, done, 0) }
 				vs, err := pgdump.Dump(cmd.Context(), r, opts)
 				bar.Finish()
+				for _, v := range vs {
+					a.RecordVersion(v)
+				}
 				if asJSON {
 					if jerr := cli.WriteJSON(a.IO.Out, cli.VersionsJSON(vs)); jerr != nil && err == nil {
 						err = jerr

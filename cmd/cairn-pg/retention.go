@@ -35,6 +35,7 @@ func (a *app) enforceCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				a.RecordEnforce(res)
 				if asJSON {
 					return cli.WriteJSON(a.IO.Out, res)
 				}
@@ -69,6 +70,7 @@ func (a *app) cleanupCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				a.RecordCleanup(res)
 				if asJSON {
 					return cli.WriteJSON(a.IO.Out, res)
 				}

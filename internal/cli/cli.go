@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/cairn-backup/cairn/blockdiff"
 	"github.com/cairn-backup/cairn/objstore"
@@ -58,23 +59,45 @@ func Args(check cobra.PositionalArgs) cobra.PositionalArgs {
 // are printed as "NAME: error", and usage errors (bad flags, arguments,
 // unknown commands) exit 2 with a pointer to --help.
 func Execute(ctx context.Context, root *cobra.Command, args []string, sio IO) int {
+	_, code := execute(ctx, root, args, sio)
+	return code
+}
+
+// execute is Execute that also returns the command that ran.
+func execute(ctx context.Context, root *cobra.Command, args []string, sio IO) (*cobra.Command, int) {
 	root.SilenceUsage, root.SilenceErrors = true, true
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return UsageError{Err: err} })
 	root.SetArgs(args)
 	root.SetIn(sio.In)
 	root.SetOut(sio.Out)
 	root.SetErr(sio.Err)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
-		return ExitOK
+		return cmd, ExitOK
 	}
 	fmt.Fprintln(sio.Err, root.Name()+":", err)
 	var ue UsageError
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
 		fmt.Fprintf(sio.Err, "Run '%s --help' for usage.\n", root.Name())
-		return ExitUsage
+		return cmd, ExitUsage
 	}
-	return ExitFailure
+	return cmd, ExitFailure
+}
+
+// Execute runs one command line of root as the package-level Execute does
+// and then, with --metrics-file, writes the run's metrics (a usage error
+// writes none: nothing ran). A metrics file that cannot be written is
+// reported on stderr; it does not change the exit code of the work done.
+func (r *Repo) Execute(ctx context.Context, root *cobra.Command, args []string) int {
+	start := time.Now()
+	cmd, code := execute(ctx, root, args, r.IO)
+	if r.MetricsFile == "" || code == ExitUsage || cmd == nil || cmd == root {
+		return code
+	}
+	if err := r.writeMetrics(root.Name(), cmd.Name(), start, code == ExitOK); err != nil {
+		fmt.Fprintf(r.IO.Err, "%s: --metrics-file: %v\n", root.Name(), err)
+	}
+	return code
 }
 
 // Repo is the repository a command works on, from the shared flags and the
@@ -86,15 +109,20 @@ type Repo struct {
 	LogLevel     string            // --log-level
 	Log          *slog.Logger      // set by Setup
 	Options      blockdiff.Options // extra options of the binary (locks); passphrase and logger are filled in
+	MetricsFile  string            // --metrics-file, for node_exporter's textfile collector (metrics.go)
+
+	metrics metrics
 }
 
-// AddFlags registers --repo, --password-file, --log-level and --no-lock on
-// root.
+// AddFlags registers --repo, --password-file, --log-level, --metrics-file
+// and --no-lock on root.
 func (r *Repo) AddFlags(root *cobra.Command, logLevelHelp string) {
 	pf := root.PersistentFlags()
 	pf.StringVar(&r.URL, "repo", "", "repository URL (default $CAIRN_REPO)")
 	pf.StringVar(&r.PasswordFile, "password-file", "", "file holding the repository passphrase (default $CAIRN_PASSWORD)")
 	pf.StringVar(&r.LogLevel, "log-level", "info", logLevelHelp)
+	pf.StringVar(&r.MetricsFile, "metrics-file", "",
+		"write the run's Prometheus metrics to this *.prom file for node_exporter's textfile collector (replaced atomically)")
 	pf.BoolVar(&r.Options.NoReadLock, "no-lock", false,
 		"restore and read without the shared repository lock, for credentials that cannot write (a cleanup running meanwhile can make the restore fail; backups always lock)")
 }
@@ -104,6 +132,9 @@ func (r *Repo) Setup() error {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(r.LogLevel)); err != nil {
 		return Usagef("--log-level %q: want debug, info, warn or error", r.LogLevel)
+	}
+	if err := checkMetricsFile(r.MetricsFile); err != nil {
+		return err
 	}
 	r.Log = slog.New(slog.NewTextHandler(r.IO.Err, &slog.HandlerOptions{Level: lvl}))
 	return nil
