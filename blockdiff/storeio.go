@@ -69,7 +69,7 @@ func (r *Repository) Version(ctx context.Context, id string) (*Version, error) {
 	}
 	plain, err := r.getMeta(ctx, versionKey(id))
 	if errors.Is(err, objstore.ErrNotExist) {
-		return nil, fmt.Errorf("blockdiff: version %s: %w", id, ErrVersionNotFound)
+		return nil, fmt.Errorf("%w: %q", ErrVersionNotFound, id)
 	}
 	if err != nil {
 		return nil, err

@@ -112,7 +112,7 @@ func (r *Repository) update(ctx context.Context, id string, fn func(v *Version) 
 	}
 	if err := r.putVersion(ctx, v); err != nil {
 		if errors.Is(err, objstore.ErrNotExist) {
-			return nil, fmt.Errorf("blockdiff: version %s: %w", id, ErrVersionNotFound)
+			return nil, fmt.Errorf("%w: %q", ErrVersionNotFound, id)
 		}
 		return nil, err
 	}
