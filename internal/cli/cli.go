@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -157,7 +158,7 @@ func (r *Repo) Passphrase() ([]byte, error) {
 }
 
 // Store opens the repository's store from --repo or $CAIRN_REPO; a bare
-// path is a local folder.
+// path, absolute or relative to the working directory, is a local folder.
 func (r *Repo) Store(ctx context.Context) (objstore.Store, error) {
 	url := r.URL
 	if url == "" {
@@ -167,7 +168,11 @@ func (r *Repo) Store(ctx context.Context) (objstore.Store, error) {
 		return nil, Usagef("no repository: give --repo URL or set CAIRN_REPO")
 	}
 	if !strings.Contains(url, "://") {
-		url = "file://" + url
+		abs, err := filepath.Abs(url) // file:// URLs take absolute paths only
+		if err != nil {
+			return nil, fmt.Errorf("repository path %q: %w", url, err)
+		}
+		url = "file://" + abs
 	}
 	s, err := objstore.Open(ctx, url)
 	if err != nil {

@@ -71,6 +71,13 @@ func TestPassphraseAndStore(t *testing.T) {
 	require.NoError(t, s.Close())
 	assert.DirExists(t, filepath.Join(dir, "repo"))
 
+	t.Chdir(dir) // and so is a relative one
+	r.URL = "rel/repo"
+	s, err = r.Store(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	assert.DirExists(t, filepath.Join(dir, "rel", "repo"))
+
 	empty, _ := testIO(nil)
 	_, err = (&Repo{IO: empty}).Store(context.Background())
 	var ue UsageError
