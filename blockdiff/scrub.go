@@ -1,6 +1,7 @@
 package blockdiff
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -49,6 +50,10 @@ type ScrubOptions struct {
 	// Percent checks a random sample of this share of the referenced objects
 	// (Benji's -p); 0 and 100 check all of them.
 	Percent float64
+	// VersionPercent checks, of the versions All selects, a random sample of
+	// this share, at least one (Benji's batch-scrub -P); 0 and 100 check all
+	// of them. Versions named in Versions are always checked.
+	VersionPercent float64
 	// Progress, when set, is called (from several goroutines) with the
 	// objects checked so far and their number.
 	Progress func(done, total int64)
@@ -65,6 +70,7 @@ type ScrubFailure struct {
 type ScrubReport struct {
 	Deep            bool    `json:"deep"`
 	Percent         float64 `json:"percent"`
+	VersionPercent  float64 `json:"version_percent"`
 	VersionsChecked int     `json:"versions_checked"`
 	ObjectsChecked  int     `json:"objects_checked"`
 	BytesChecked    int64   `json:"bytes_checked"` // stored bytes of the objects checked
@@ -110,6 +116,9 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubReport
 	if opts.Percent < 0 || opts.Percent > 100 {
 		return nil, fmt.Errorf("blockdiff: scrub: percent %v out of 0..100", opts.Percent)
 	}
+	if opts.VersionPercent < 0 || opts.VersionPercent > 100 {
+		return nil, fmt.Errorf("blockdiff: scrub: version percent %v out of 0..100", opts.VersionPercent)
+	}
 	if !opts.All && len(opts.Versions) == 0 {
 		return nil, errors.New("blockdiff: scrub: name versions or ask for all")
 	}
@@ -126,7 +135,7 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubReport
 	if err != nil {
 		return nil, err
 	}
-	rep := &ScrubReport{Deep: opts.Deep, Percent: opts.Percent, VersionsChecked: len(vs), Failures: []ScrubFailure{},
+	rep := &ScrubReport{Deep: opts.Deep, Percent: opts.Percent, VersionPercent: opts.VersionPercent, VersionsChecked: len(vs), Failures: []ScrubFailure{},
 		Marked: []string{}, Invalid: []string{}}
 	locs := map[ID][]objLoc{}
 	var ids []ID
@@ -142,7 +151,7 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubReport
 			off += ref.Length
 		}
 	}
-	ids = sampleIDs(ids, opts.Percent)
+	ids = sample(ids, opts.Percent)
 	bad, checkedBytes, err := r.checkObjects(ctx, ids, locs, opts)
 	if err != nil {
 		return nil, fmt.Errorf("blockdiff: %s: %w", op, err)
@@ -187,8 +196,14 @@ func (r *Repository) scrubSelect(ctx context.Context, opts ScrubOptions) ([]*Ver
 		for _, v := range all {
 			if v.Status == StatusValid {
 				vs = append(vs, v)
-				seen[v.ID] = true
 			}
+		}
+		vs = sample(vs, opts.VersionPercent)
+		slices.SortFunc(vs, func(a, b *Version) int { // back to List's order
+			return cmp.Or(a.Created.Compare(b.Created), strings.Compare(a.ID, b.ID))
+		})
+		for _, v := range vs {
+			seen[v.ID] = true
 		}
 	}
 	for _, id := range opts.Versions {
@@ -205,15 +220,15 @@ func (r *Repository) scrubSelect(ctx context.Context, opts ScrubOptions) ([]*Ver
 	return vs, nil
 }
 
-// sampleIDs keeps a random pct percent of ids (at least one), or all of them
-// for 0 and 100.
-func sampleIDs(ids []ID, pct float64) []ID {
-	if pct <= 0 || pct >= 100 || len(ids) == 0 {
-		return ids
+// sample keeps a random pct percent of s (at least one), or all of it for 0
+// and 100. It reorders s.
+func sample[T any](s []T, pct float64) []T {
+	if pct <= 0 || pct >= 100 || len(s) == 0 {
+		return s
 	}
-	k := max(int(float64(len(ids))*pct/100+0.5), 1)
-	mrand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
-	return ids[:k]
+	k := max(int(float64(len(s))*pct/100+0.5), 1)
+	mrand.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] })
+	return s[:k]
 }
 
 // damage is what is wrong with one object.

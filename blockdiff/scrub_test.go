@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cairn-backup/cairn/objstore"
@@ -168,4 +170,47 @@ func mapsEqual[K comparable, V comparable](a, b map[K]V) bool {
 		}
 	}
 	return true
+}
+
+// TestScrubVersionPercent: with All, VersionPercent checks a random share
+// of the valid versions (at least one, in List's order), plus every named
+// version; out-of-range shares are refused.
+func TestScrubVersionPercent(t *testing.T) {
+	ctx := context.Background()
+	r := newRepo(t, openStore(t, "mem"), "")
+	var ids []string
+	for i := range 10 {
+		ids = append(ids, backupBytes(t, r, fmt.Sprintf("vol%d", i), randBytes(uint64(500+i), testBS), BackupOptions{}).ID)
+	}
+	for range 20 {
+		rep, err := r.Scrub(ctx, ScrubOptions{All: true, VersionPercent: 30})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.VersionsChecked != 3 || rep.ObjectsChecked != 3 || rep.VersionPercent != 30 {
+			t.Fatalf("30%% of 10 versions: %+v", rep)
+		}
+	}
+	rep, err := r.Scrub(ctx, ScrubOptions{All: true, VersionPercent: 1, Versions: []string{ids[0], ids[9]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.VersionsChecked < 2 || rep.VersionsChecked > 3 {
+		t.Fatalf("1%% of 10 plus two named: %d versions", rep.VersionsChecked)
+	}
+	if _, err := r.Scrub(ctx, ScrubOptions{All: true, VersionPercent: 101}); err == nil || !strings.Contains(err.Error(), "version percent 101") {
+		t.Fatalf("101%%: %v", err)
+	}
+	// Every version is picked sometimes: the sample is random, not the first ones.
+	seen := map[int]bool{}
+	for range 60 {
+		vs, err := r.scrubSelect(ctx, ScrubOptions{All: true, VersionPercent: 10})
+		if err != nil || len(vs) != 1 {
+			t.Fatalf("10%%: %d versions, %v", len(vs), err)
+		}
+		seen[slices.Index(ids, vs[0].ID)] = true
+	}
+	if len(seen) < 5 {
+		t.Fatalf("60 samples of one version picked only %v", seen)
+	}
 }

@@ -34,9 +34,9 @@ func (a *app) scrubCmd(deep bool) *cobra.Command {
 		name, short = "deep-scrub", "Read, decrypt, decompress and hash every block of versions"
 	}
 	var all, asJSON bool
-	var pct float64
+	var pct, vpct float64
 	cmd := &cobra.Command{
-		Use:   name + " [VERSION...|--all] [--percent P] [--json]",
+		Use:   name + " [VERSION...|--all [--versions-percent P]] [--percent P] [--json]",
 		Short: short,
 		Long: short + ".\nA version with a missing or corrupt block is marked invalid, and so is every other version\n" +
 			"sharing that block. Exit code 1 when a checked version is not valid.",
@@ -48,10 +48,16 @@ func (a *app) scrubCmd(deep bool) *cobra.Command {
 			if pct < 0 || pct > 100 {
 				return cli.Usagef("--percent %v: want 0..100", pct)
 			}
+			if vpct < 0 || vpct > 100 {
+				return cli.Usagef("--versions-percent %v: want 0..100", vpct)
+			}
+			if vpct != 0 && !all {
+				return cli.Usagef("--versions-percent samples the versions of --all")
+			}
 			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				bar := cli.NewProgress(a.IO.Err, name)
 				rep, err := r.Scrub(cmd.Context(), blockdiff.ScrubOptions{Deep: deep, Versions: as, All: all,
-					Percent: pct, Progress: bar.Bytes})
+					Percent: pct, VersionPercent: vpct, Progress: bar.Bytes})
 				bar.Finish()
 				if err != nil {
 					return err
@@ -75,6 +81,7 @@ func (a *app) scrubCmd(deep bool) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&all, "all", false, "check every valid version")
 	cmd.Flags().Float64Var(&pct, "percent", 0, "check a random sample of this percentage of the blocks (0 or 100: all)")
+	cmd.Flags().Float64Var(&vpct, "versions-percent", 0, "with --all: check a random sample of this percentage of the valid versions, at least one (Benji's -P)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
 }
