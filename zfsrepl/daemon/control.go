@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -87,6 +88,9 @@ func (c *Control) do(ctx context.Context, method, path string, out any) error {
 		return err
 	}
 	resp, err := c.c.Do(req)
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("control socket: no daemon is listening (is cairn-zrepl daemon running with this config?): %w", err)
+	}
 	if err != nil {
 		return fmt.Errorf("control socket: %w", err)
 	}

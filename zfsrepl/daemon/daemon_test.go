@@ -348,3 +348,11 @@ func TestDaemonSnapJob(t *testing.T) {
 		}
 	}
 }
+
+// TestControlWithoutDaemon: a client of a socket no daemon serves says so.
+func TestControlWithoutDaemon(t *testing.T) {
+	_, err := NewControl(filepath.Join(t.TempDir(), "control")).Status(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "no daemon is listening") {
+		t.Fatalf("status without a daemon: %v", err)
+	}
+}
