@@ -181,8 +181,8 @@ func checkBackupOptions(opts *BackupOptions, repoBS int) error {
 	if opts.BlockSize == 0 {
 		opts.BlockSize = repoBS
 	}
-	if bs := opts.BlockSize; bs < MinBlockSize || bs > MaxBlockSize || bs%4096 != 0 {
-		return fmt.Errorf("blockdiff: block size %d: want a multiple of 4096 in %d..%d", bs, MinBlockSize, MaxBlockSize)
+	if err := CheckBlockSize(opts.BlockSize); err != nil {
+		return err
 	}
 	return nil
 }

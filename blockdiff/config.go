@@ -176,14 +176,23 @@ func createConfig(ctx context.Context, store objstore.Store, body []byte) error 
 	return nil
 }
 
+// CheckBlockSize returns an error unless bs is a valid block size: a
+// multiple of 4096 in MinBlockSize..MaxBlockSize.
+func CheckBlockSize(bs int) error {
+	if bs < MinBlockSize || bs > MaxBlockSize || bs%4096 != 0 {
+		return fmt.Errorf("blockdiff: block size %d: want a multiple of 4096 in %d..%d", bs, MinBlockSize, MaxBlockSize)
+	}
+	return nil
+}
+
 // newConfig fills a Config and, when encrypting, makes and wraps a master key.
 func newConfig(ic InitConfig, pass []byte) (Config, []byte, error) {
 	bs := ic.BlockSize
 	if bs == 0 {
 		bs = DefaultBlockSize
 	}
-	if bs < MinBlockSize || bs > MaxBlockSize || bs%4096 != 0 {
-		return Config{}, nil, fmt.Errorf("blockdiff: block size %d: want a multiple of 4096 in %d..%d", bs, MinBlockSize, MaxBlockSize)
+	if err := CheckBlockSize(bs); err != nil {
+		return Config{}, nil, err
 	}
 	id := make([]byte, 16)
 	_, _ = rand.Read(id)

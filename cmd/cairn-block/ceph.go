@@ -39,11 +39,11 @@ func (a *app) backupRBD(cmd *cobra.Command, cf *cephFlags, source, volume string
 		return err
 	}
 	bsFlag, _ := f.GetString("block-size")
-	bs, err := parseSize(bsFlag)
+	bs, err := parseBlockSize(bsFlag)
 	if err != nil {
 		return err
 	}
-	opts.BlockSize = int(bs)
+	opts.BlockSize = bs
 	if opts.VerifyPercent, _ = f.GetFloat64("verify-hints"); opts.VerifyPercent < 0 || opts.VerifyPercent > 100 {
 		return cli.Usagef("--verify-hints %v: want a percentage 0..100", opts.VerifyPercent)
 	}

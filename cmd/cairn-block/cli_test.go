@@ -194,6 +194,8 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"label", "v"},
 		{"label", "v", "novalue"},
 		{"init", "--block-size", "lots"},
+		{"init", "--block-size", "3K"},
+		{"backup", "--block-size", "100000", "src", "vol"},
 		{"--log-level", "loud", "ls"},
 		{"backup", "--hints", "-", "src", "vol"},
 		{"backup", "--verify-hints", "200", "--base", "b", "src", "vol"},

@@ -24,11 +24,11 @@ func (a *app) initCmd() *cobra.Command {
 		Short: "Create a repository",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			bs, err := parseSize(blockSize)
+			bs, err := parseBlockSize(blockSize)
 			if err != nil {
 				return err
 			}
-			return a.Init(cmd.Context(), blockdiff.InitConfig{BlockSize: int(bs), Encrypt: encrypt})
+			return a.Init(cmd.Context(), blockdiff.InitConfig{BlockSize: bs, Encrypt: encrypt})
 		},
 	}
 	cmd.Flags().BoolVar(&encrypt, "encrypt", false, "encrypt with a key wrapped by the passphrase")
@@ -63,11 +63,11 @@ func (a *app) backupCmd() *cobra.Command {
 			if opts.Labels, err = cli.ParseLabels(labels); err != nil {
 				return err
 			}
-			bs, err := parseSize(blockSize)
+			bs, err := parseBlockSize(blockSize)
 			if err != nil {
 				return err
 			}
-			opts.BlockSize = int(bs)
+			opts.BlockSize = bs
 			if verifyPct < 0 || verifyPct > 100 {
 				return cli.Usagef("--verify-hints %v: want a percentage 0..100", verifyPct)
 			}
@@ -292,6 +292,19 @@ func (a *app) labelCmd() *cobra.Command {
 			})
 		},
 	}
+}
+
+// parseBlockSize parses a --block-size (see parseSize); 0 means the
+// default. A size blockdiff would refuse is a usage error.
+func parseBlockSize(s string) (int, error) {
+	v, err := parseSize(s)
+	if err != nil || v == 0 {
+		return 0, err
+	}
+	if err := blockdiff.CheckBlockSize(int(v)); err != nil {
+		return 0, cli.UsageError{Err: fmt.Errorf("--block-size %s: %w", s, err)}
+	}
+	return int(v), nil
 }
 
 // parseSize parses a byte count with an optional K/M/G suffix (powers of two:

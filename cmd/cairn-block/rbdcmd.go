@@ -94,11 +94,11 @@ func (a *app) backupAllCmd() *cobra.Command {
 			if o.labels, err = cli.ParseLabels(labels); err != nil {
 				return err
 			}
-			bs, err := parseSize(blockSize)
+			bs, err := parseBlockSize(blockSize)
 			if err != nil {
 				return err
 			}
-			o.blockSize = int(bs)
+			o.blockSize = bs
 			if o.parallel < 1 {
 				return cli.Usagef("--parallel %d: want at least 1", o.parallel)
 			}
