@@ -151,6 +151,7 @@ func (a *app) backupOne(ctx context.Context, conn *rbd.Conn, r *blockdiff.Reposi
 	res.Seconds = time.Since(start).Seconds()
 	if err != nil {
 		res.Error = err.Error()
+		a.RecordFailedBackup(res.Volume)
 		a.Log.Error("image backup failed", "image", u.Spec(), "err", err)
 		return res
 	}

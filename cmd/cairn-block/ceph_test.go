@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,10 +108,11 @@ func TestCLIBackupAll(t *testing.T) {
 		}
 		Succeeded, Failed int
 	}
+	prom := filepath.Join(t.TempDir(), "backup-all.prom")
 	runAll := func() summary {
 		t.Helper()
 		code, out, errs := c.run("", append([]string{"backup-all", "--pool", env.Pool, "--image-regex", "^" + stem,
-			"--volume-prefix", "k8s-", "--json"}, ceph...)...)
+			"--volume-prefix", "k8s-", "--json", "--metrics-file", prom}, ceph...)...)
 		if code != 1 {
 			t.Fatalf("backup-all: exit %d, want 1 (one image fails)\n%s\n%s", code, out, errs)
 		}
@@ -129,6 +131,23 @@ func TestCLIBackupAll(t *testing.T) {
 		return s
 	}
 	first := runAll()
+	// The metrics file says which volume failed.
+	mb, err := os.ReadFile(prom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, im := range first.Images {
+		want := 0.0
+		if im.OK {
+			want = 1
+		}
+		if v := promValue(t, string(mb), "cairn_backup_valid", fmt.Sprintf("volume=%q", im.Volume)); v != want {
+			t.Errorf("cairn_backup_valid of %s = %v, want %v", im.Volume, v, want)
+		}
+	}
+	if v := promValue(t, string(mb), "cairn_last_run_success", `command="backup-all"`); v != 0 {
+		t.Errorf("backup-all with a failed image: success = %v", v)
+	}
 	second := runAll()
 	for i := range 2 {
 		if f, s := first.Images[i], second.Images[i]; f.Base != "" || s.Base != f.Version {

@@ -86,11 +86,19 @@ func (r *Repo) RecordVersion(v *blockdiff.Version) {
 	if v.Status == blockdiff.StatusValid {
 		valid = 1
 	}
-	r.Metric("cairn_backup_valid", "1 if the volume's new version is valid.", valid, vol...)
+	r.Metric("cairn_backup_valid", backupValidHelp, valid, vol...)
 	r.Metric("cairn_backup_size_bytes", "Size of the volume or stream backed up.", float64(v.Size), vol...)
 	r.Metric("cairn_backup_read_bytes", "Bytes read from the source.", float64(v.Stats.BytesRead), vol...)
 	r.Metric("cairn_backup_stored_bytes", "Bytes of new data objects stored, after deduplication and compression.", float64(v.Stats.BytesWritten), vol...)
 	r.Metric("cairn_backup_duration_seconds", "How long the volume's backup took.", v.Stats.DurationSeconds, vol...)
+}
+
+const backupValidHelp = "1 if the volume's new version is valid, 0 if its backup failed."
+
+// RecordFailedBackup records in the --metrics-file that volume's backup
+// made no version (backup-all goes on with the other volumes).
+func (r *Repo) RecordFailedBackup(volume string) {
+	r.Metric("cairn_backup_valid", backupValidHelp, 0, "volume", volume)
 }
 
 // RecordEnforce adds an enforce's figures to the --metrics-file, by volume
