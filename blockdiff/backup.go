@@ -181,10 +181,7 @@ func checkBackupOptions(opts *BackupOptions, repoBS int) error {
 	if opts.BlockSize == 0 {
 		opts.BlockSize = repoBS
 	}
-	if err := CheckBlockSize(opts.BlockSize); err != nil {
-		return err
-	}
-	return nil
+	return CheckBlockSize(opts.BlockSize)
 }
 
 // newVersionID makes a version ID that sorts by creation time and is unique

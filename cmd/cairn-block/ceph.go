@@ -66,9 +66,7 @@ func (a *app) backupRBD(cmd *cobra.Command, cf *cephFlags, source, volume string
 		a.Log.Info("rbd backup done", "version", v.ID, "snapshot", res.Snapshot, "base", res.Base,
 			"full_reason", res.FullReason, "bytes_read", res.BytesRead, "removed_snapshots", res.RemovedSnapshots)
 		if asJSON {
-			return cli.WriteJSON(a.IO.Out, backupJSON{ID: v.ID, Volume: v.Volume, Size: v.Size,
-				Created: v.Created.Format(time.RFC3339), Base: v.Base, Labels: v.Labels,
-				Status: string(v.Status), Stats: v.Stats})
+			return cli.WriteJSON(a.IO.Out, newBackupJSON(v))
 		}
 		_, err = fmt.Fprintln(a.IO.Out, v.ID)
 		return err

@@ -48,6 +48,12 @@ type backupJSON struct {
 	blockdiff.Stats
 }
 
+// newBackupJSON returns backup --json's form of a new version.
+func newBackupJSON(v *blockdiff.Version) backupJSON {
+	return backupJSON{ID: v.ID, Volume: v.Volume, Size: v.Size, Created: v.Created.Format(time.RFC3339),
+		Base: v.Base, Labels: v.Labels, Status: string(v.Status), Stats: v.Stats}
+}
+
 func (a *app) backupCmd() *cobra.Command {
 	var base, hintsFile, blockSize string
 	var labels []string
@@ -96,9 +102,7 @@ func (a *app) backupCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return cli.WriteJSON(a.IO.Out, backupJSON{ID: v.ID, Volume: v.Volume, Size: v.Size,
-						Created: v.Created.Format(time.RFC3339), Base: v.Base, Labels: v.Labels,
-						Status: string(v.Status), Stats: v.Stats})
+					return cli.WriteJSON(a.IO.Out, newBackupJSON(v))
 				}
 				_, err = fmt.Fprintln(a.IO.Out, v.ID)
 				return err

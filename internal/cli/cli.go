@@ -56,15 +56,8 @@ func Args(check cobra.PositionalArgs) cobra.PositionalArgs {
 	}
 }
 
-// Execute runs one command line of root and returns the exit code: errors
-// are printed as "NAME: error", and usage errors (bad flags, arguments,
-// unknown commands) exit 2 with a pointer to --help.
-func Execute(ctx context.Context, root *cobra.Command, args []string, sio IO) int {
-	_, code := execute(ctx, root, args, sio)
-	return code
-}
-
-// execute is Execute that also returns the command that ran.
+// execute runs one command line of root and returns the command that ran
+// and the exit code (Repo.Execute).
 func execute(ctx context.Context, root *cobra.Command, args []string, sio IO) (*cobra.Command, int) {
 	root.SilenceUsage, root.SilenceErrors = true, true
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return UsageError{Err: err} })
@@ -85,10 +78,12 @@ func execute(ctx context.Context, root *cobra.Command, args []string, sio IO) (*
 	return cmd, ExitFailure
 }
 
-// Execute runs one command line of root as the package-level Execute does
-// and then, with --metrics-file, writes the run's metrics (a usage error
-// writes none: nothing ran). A metrics file that cannot be written is
-// reported on stderr; it does not change the exit code of the work done.
+// Execute runs one command line of root and returns the exit code: errors
+// are printed as "NAME: error", and usage errors (bad flags, arguments,
+// unknown commands) exit 2 with a pointer to --help. Then, with
+// --metrics-file, it writes the run's metrics (a usage error writes none:
+// nothing ran). A metrics file that cannot be written is reported on
+// stderr; it does not change the exit code of the work done.
 func (r *Repo) Execute(ctx context.Context, root *cobra.Command, args []string) int {
 	start := time.Now()
 	cmd, code := execute(ctx, root, args, r.IO)

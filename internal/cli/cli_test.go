@@ -43,7 +43,7 @@ func TestExecuteExitCodes(t *testing.T) {
 	}
 	for _, c := range cases {
 		sio, errb := testIO(nil)
-		assert.Equal(t, c.code, Execute(context.Background(), newRoot(), c.args, sio), "%v", c.args)
+		assert.Equal(t, c.code, (&Repo{IO: sio}).Execute(context.Background(), newRoot(), c.args), "%v", c.args)
 		assert.Contains(t, errb.String(), c.msg, "%v", c.args)
 	}
 }

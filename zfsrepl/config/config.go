@@ -176,8 +176,18 @@ func userYAMLError(err error) error {
 	for i, m := range te.Errors {
 		msgs[i] = yamlUnknownField.ReplaceAllString(m, `unknown key "$1"`)
 	}
-	return fmt.Errorf("config: %s", strings.Join(msgs, "; "))
+	return reworded{msg: "config: " + strings.Join(msgs, "; "), cause: err}
 }
+
+// reworded is an error with a message for operators that still unwraps to
+// the decoder's error.
+type reworded struct {
+	msg   string
+	cause error
+}
+
+func (e reworded) Error() string { return e.msg }
+func (e reworded) Unwrap() error { return e.cause }
 
 // Parse parses and validates a configuration.
 func Parse(b []byte) (*Config, error) {
