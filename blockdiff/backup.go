@@ -80,6 +80,9 @@ func (r *Repository) Backup(ctx context.Context, src Source, opts BackupOptions)
 	if err := checkBackupOptions(&opts, r.cfg.BlockSize); err != nil {
 		return nil, err
 	}
+	if size := src.Size(); size < 0 || size > MaxVolumeSize {
+		return nil, fmt.Errorf("blockdiff: backup of %s: the source reports %d bytes: want 0..%d", opts.Volume, size, int64(MaxVolumeSize))
+	}
 	// The shared lock keeps cleanup out until the manifest is written; the
 	// base and the dedup set are read under it (FORMAT.md, "Locks").
 	lock, err := r.Lock(ctx, LockShared, "backup "+opts.Volume)
@@ -87,6 +90,7 @@ func (r *Repository) Backup(ctx context.Context, src Source, opts BackupOptions)
 		return nil, err
 	}
 	defer lock.Release(ctx)
+	r.upgradeConfig(ctx) // a version-1 encrypted config gets its MAC (config.go)
 	base, err := r.backupBase(ctx, opts)
 	if err != nil {
 		return nil, err

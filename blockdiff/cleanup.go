@@ -69,6 +69,9 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 		return nil, err
 	}
 	defer lock.Release(ctx)
+	if !opts.DryRun {
+		r.upgradeConfig(ctx) // a version-1 encrypted config gets its MAC (config.go)
+	}
 	cutoff := lock.StoreTime().Add(-grace)
 	res := &CleanupResult{DryRun: opts.DryRun}
 

@@ -6,6 +6,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/cairn-backup/cairn/objstore"
 	"github.com/klauspost/compress/zstd"
+	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/argon2"
 )
 
@@ -27,8 +29,10 @@ const (
 	// FormatName is the "format" field of every config object.
 	FormatName = "cairn-blockdiff"
 	// FormatVersion is the repository format this package writes and the
-	// highest it reads.
-	FormatVersion = 1
+	// highest it reads. Version 2 added the config MAC of encrypted
+	// repositories (FORMAT.md, "config"); version 1 repositories still open,
+	// and an encrypted one is upgraded by the first backup or cleanup.
+	FormatVersion = 2
 	// DefaultBlockSize is the block size of a repository when Init is not told.
 	DefaultBlockSize = 4 << 20
 	// MinBlockSize is the smallest block size a repository may use.
@@ -72,6 +76,9 @@ type Config struct {
 	BlockSize   int           `json:"block_size"`
 	Chunker     ChunkerParams `json:"chunker"`
 	Encryption  *Encryption   `json:"encryption,omitempty"`
+	// MAC authenticates the security parameters of an encrypted repository
+	// under its master key (configMAC); absent when unencrypted.
+	MAC []byte `json:"mac,omitempty"`
 }
 
 // Encryption describes how the master key is wrapped in the config object.
@@ -134,6 +141,10 @@ type Repository struct {
 	inflight    map[ID]*flight      // uploads in progress, by ID
 	dedupSegs   map[string]struct{} // index segments the dedup set holds (dedup.go)
 	pending     map[ID]int          // stored by running backups, not yet in a segment
+
+	upgradeMu    sync.Mutex
+	legacyMaster []byte      // set while a version-1 encrypted config awaits its MAC (upgradeConfig)
+	legacyWrap   cipher.AEAD // the key-wrapping cipher, kept only for that upgrade
 }
 
 // Init creates a repository in an empty store and returns it open.
@@ -228,8 +239,9 @@ func newConfig(ic InitConfig, pass []byte) (Config, []byte, error) {
 	}
 	nonce := make([]byte, nonceSize)
 	_, _ = rand.Read(nonce)
-	enc.WrappedKey = aead.Seal(nonce, nonce, master, []byte(FormatName+" master key "+cfg.ID))
+	enc.WrappedKey = aead.Seal(nonce, nonce, master, wrapAAD(cfg.ID, FormatVersion))
 	cfg.Encryption = enc
+	cfg.MAC = configMAC(cfg, master)
 	return cfg, master, nil
 }
 
@@ -253,18 +265,104 @@ func keyWrapAEAD(pass []byte, enc *Encryption) (cipher.AEAD, error) {
 
 // Open opens the repository in store, unwrapping the master key with
 // opts.Passphrase when the repository is encrypted.
+//
+// A client that holds a passphrase never writes plaintext: a config without
+// encryption opened with a passphrase is refused (ErrNotEncrypted), and the
+// security parameters of an encrypted repository are checked against the
+// config's MAC under the master key, so a changed config is refused with an
+// error wrapping ErrTampered.
 func Open(ctx context.Context, store objstore.Store, opts Options) (*Repository, error) {
 	cfg, err := readConfig(ctx, store)
 	if err != nil {
 		return nil, err
 	}
 	var master []byte
-	if cfg.Encryption != nil {
-		if master, err = unwrapMasterKey(cfg, opts.Passphrase); err != nil {
+	var legacy cipher.AEAD
+	switch {
+	case cfg.Encryption != nil:
+		if master, legacy, err = unwrapMasterKey(cfg, opts.Passphrase); err != nil {
 			return nil, err
 		}
+	case len(cfg.MAC) > 0:
+		return nil, fmt.Errorf("blockdiff: the config carries the MAC of an encrypted repository but no encryption section (encryption was removed from it): %w", ErrTampered)
+	case len(opts.Passphrase) > 0:
+		return nil, ErrNotEncrypted
 	}
-	return newRepository(store, cfg, master, opts)
+	r, err := newRepository(store, cfg, master, opts)
+	if err != nil {
+		return nil, err
+	}
+	if legacy != nil {
+		r.legacyMaster, r.legacyWrap = master, legacy
+		r.log.Info("encrypted repository of format version 1: its config gets a MAC at the first backup or cleanup", "id", cfg.ID)
+	}
+	return r, nil
+}
+
+// wrapAAD is the additional data that binds the wrapped master key to the
+// repository ID and, from version 2 on, to the presence of a config MAC.
+func wrapAAD(id string, version int) []byte {
+	if version < 2 {
+		return []byte(FormatName + " master key " + id)
+	}
+	return []byte(FormatName + " master key v2 " + id)
+}
+
+// canonicalConfig is the text the config MAC covers: every security
+// parameter, one "name=value" line each (FORMAT.md, "config").
+func canonicalConfig(cfg Config) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s config mac v1\n", FormatName)
+	fmt.Fprintf(&b, "format=%s\nversion=%d\nid=%s\nhash=%s\ncompression=%s\nblock_size=%d\n",
+		cfg.Format, cfg.Version, cfg.ID, cfg.Hash, cfg.Compression, cfg.BlockSize)
+	c := cfg.Chunker
+	fmt.Fprintf(&b, "chunker=%s,%d,%d,%d\n", c.Algorithm, c.Min, c.Avg, c.Max)
+	if e := cfg.Encryption; e != nil {
+		p := e.KDFParams
+		fmt.Fprintf(&b, "cipher=%s\nkdf=%s\nkdf_params=%d,%d,%d\nsalt=%s\nwrapped_key=%s\n",
+			e.Cipher, e.KDF, p.Time, p.MemoryKiB, p.Threads, hex.EncodeToString(e.Salt), hex.EncodeToString(e.WrappedKey))
+	}
+	return b.Bytes()
+}
+
+// configMAC is BLAKE3-256-keyed(MAC key, canonicalConfig(cfg)) with MAC key =
+// BLAKE3-256-keyed(ID key, "cairn-blockdiff config mac key").
+func configMAC(cfg Config, master []byte) []byte {
+	kh, _ := blake3.NewKeyed(master[32:64]) // 32 bytes: cannot fail
+	_, _ = kh.Write([]byte(FormatName + " config mac key"))
+	h, _ := blake3.NewKeyed(kh.Sum(nil))
+	_, _ = h.Write(canonicalConfig(cfg))
+	return h.Sum(nil)
+}
+
+// upgradeConfig gives a version-1 encrypted repository opened by this
+// process a config MAC: the master key is wrapped again with the version-2
+// additional data, which tells readers a MAC is required. Backups and
+// cleanup call it; it is best effort (a read-only client cannot write).
+func (r *Repository) upgradeConfig(ctx context.Context) {
+	r.upgradeMu.Lock()
+	defer r.upgradeMu.Unlock()
+	master := r.legacyMaster
+	if master == nil {
+		return
+	}
+	cfg := r.cfg // r.cfg itself stays as read: others read it unlocked
+	enc := *cfg.Encryption
+	nonce := make([]byte, nonceSize)
+	_, _ = rand.Read(nonce)
+	enc.WrappedKey = r.legacyWrap.Seal(nonce, nonce, master, wrapAAD(cfg.ID, 2))
+	cfg.Encryption, cfg.Version = &enc, 2
+	cfg.MAC = configMAC(cfg, master)
+	body, err := json.MarshalIndent(cfg, "", "  ")
+	if err == nil {
+		err = r.store.Put(ctx, configKey, bytes.NewReader(body), int64(len(body)))
+	}
+	if err != nil {
+		r.log.Warn("could not add a MAC to the version-1 config; trying again at the next backup", "err", err)
+		return
+	}
+	r.legacyMaster, r.legacyWrap = nil, nil
+	r.log.Info("config upgraded to format version 2: its security parameters are now authenticated", "id", cfg.ID)
 }
 
 // readConfig fetches and validates the config object.
@@ -309,27 +407,51 @@ func parseConfig(body []byte) (Config, error) {
 }
 
 // unwrapMasterKey derives the wrapping key and opens the master key; GCM's
-// authentication is what tells a wrong passphrase apart.
-func unwrapMasterKey(cfg Config, pass []byte) ([]byte, error) {
+// authentication is what tells a wrong passphrase apart. A version-2 key
+// (wrapAAD) requires a config whose MAC verifies; legacy reports a version-1
+// key, which has none yet: then the key-wrapping cipher is returned too, for
+// the upgrade.
+func unwrapMasterKey(cfg Config, pass []byte) (master []byte, legacyWrap cipher.AEAD, err error) {
 	if len(pass) == 0 {
-		return nil, ErrPassphraseRequired
+		return nil, nil, ErrPassphraseRequired
 	}
 	aead, err := keyWrapAEAD(pass, cfg.Encryption)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	legacy := false
 	w := cfg.Encryption.WrappedKey
 	if len(w) < nonceSize+tagSize {
-		return nil, fmt.Errorf("blockdiff: wrapped key too short: %w", ErrCorrupt)
+		return nil, nil, fmt.Errorf("blockdiff: wrapped key too short: %w", ErrCorrupt)
 	}
-	master, err := aead.Open(nil, w[:nonceSize], w[nonceSize:], []byte(FormatName+" master key "+cfg.ID))
+	master, err = aead.Open(nil, w[:nonceSize], w[nonceSize:], wrapAAD(cfg.ID, 2))
+	if err != nil {
+		master, err = aead.Open(nil, w[:nonceSize], w[nonceSize:], wrapAAD(cfg.ID, 1))
+		legacy = err == nil
+	}
 	// argon2id's 64 MiB are garbage now: collect them before the backup
 	// pipeline allocates, or both would count in the peak resident set.
 	debug.FreeOSMemory()
 	if err != nil {
-		return nil, ErrWrongPassphrase
+		return nil, nil, ErrWrongPassphrase
 	}
-	return master, nil
+	if len(master) != masterKeySize {
+		return nil, nil, fmt.Errorf("blockdiff: master key of %d bytes: %w", len(master), ErrCorrupt)
+	}
+	switch {
+	case legacy && (cfg.Version >= 2 || len(cfg.MAC) > 0):
+		return nil, nil, fmt.Errorf("blockdiff: config of format version %d holds a version-1 key: %w", cfg.Version, ErrTampered)
+	case !legacy && cfg.Version < 2:
+		return nil, nil, fmt.Errorf("blockdiff: config says format version %d but its key belongs to a version-2 repository (the config MAC was stripped): %w", cfg.Version, ErrTampered)
+	case !legacy && len(cfg.MAC) == 0:
+		return nil, nil, fmt.Errorf("blockdiff: the config's MAC is missing: %w", ErrTampered)
+	case !legacy && subtle.ConstantTimeCompare(cfg.MAC, configMAC(cfg, master)) != 1:
+		return nil, nil, fmt.Errorf("blockdiff: the config's security parameters do not match its MAC (cipher, KDF, ID keying, chunker, block size or version changed): %w", ErrTampered)
+	}
+	if legacy {
+		return master, aead, nil
+	}
+	return master, nil, nil
 }
 
 // newRepository assembles an open repository.

@@ -41,3 +41,16 @@ var ErrHintMismatch = errors.New("blockdiff: hints are wrong: a block outside th
 // ErrNotValid is returned (wrapped) when an operation needs a valid version
 // (a restore, a differential base) and the version is invalid or incomplete.
 var ErrNotValid = errors.New("blockdiff: version is not valid")
+
+// ErrTampered is returned (wrapped) by Open when an encrypted repository's
+// config does not match its MAC under the master key, or its MAC was
+// stripped: someone with write access to the store changed its security
+// parameters (FORMAT.md, "Threat model").
+var ErrTampered = errors.New("blockdiff: the repository was tampered with (its config does not match its authentication)")
+
+// ErrNotEncrypted is returned by Open when a passphrase was given but the
+// config says the repository is not encrypted: a client that holds a
+// passphrase never writes plaintext.
+var ErrNotEncrypted = errors.New("blockdiff: a passphrase was given but the repository's config says it is not encrypted: " +
+	"the repository was tampered with (encryption removed from its config) or is not encrypted; " +
+	"refusing to write plaintext (for an unencrypted repository, give no passphrase)")

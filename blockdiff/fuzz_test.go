@@ -68,7 +68,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(`{"format":"cairn-blockdiff","version":1,"hash":"blake3-256","compression":"zstd","block_size":65536}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if cfg, err := parseConfig(b); err == nil && cfg.Encryption != nil {
-			_, _ = unwrapMasterKey(cfg, []byte("pw"))
+			_, _, _ = unwrapMasterKey(cfg, []byte("pw"))
 		}
 	})
 }

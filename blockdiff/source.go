@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -17,6 +18,11 @@ type Source interface {
 	// Size returns the image's length in bytes.
 	Size() int64
 }
+
+// MaxVolumeSize is the largest source Backup accepts (8 PiB): a size beyond
+// it is a source that does not know its size (a directory's seek reports
+// 2^63-1), not a volume.
+const MaxVolumeSize = 1 << 53
 
 // DataFinder is implemented by sources that know where their holes are, so
 // that Backup skips holes without reading them.
@@ -45,26 +51,83 @@ type FileSource struct {
 	seek bool // SEEK_DATA works here
 }
 
-// OpenFileSource opens a file or block device; name may be a path or a
-// file:// URL.
+// ErrNotVolume is returned (wrapped) by OpenFileSource for a path that is
+// neither a regular file nor a block device: a directory, a FIFO, a socket
+// or a character device (/dev/zero, /dev/nvme0) is no volume to back up.
+var ErrNotVolume = errors.New("blockdiff: not a volume (want a regular file or a block device)")
+
+// OpenFileSource opens a regular file or a block device; name may be a path
+// or a file:// URL. Anything else is refused with an error that names the
+// path and its type (ErrNotVolume), before anything is read. The path is
+// checked with stat first and opened non-blocking, so a FIFO can never hang
+// the open.
 func OpenFileSource(name string) (*FileSource, error) {
 	path := strings.TrimPrefix(name, "file://")
-	f, err := os.Open(path)
+	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("blockdiff: open source: %w", err)
+	}
+	if err := checkVolumeMode(path, st.Mode()); err != nil {
+		return nil, err
+	}
+	// O_NONBLOCK: should the path turn into a FIFO between stat and open,
+	// the open still returns at once (and fstat below refuses it). For
+	// regular files and block devices the flag changes nothing.
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: open source: %w", err)
+	}
+	if st, err = f.Stat(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("blockdiff: stat source %s: %w", path, err)
+	}
+	if err := checkVolumeMode(path, st.Mode()); err != nil {
+		f.Close()
+		return nil, err
 	}
 	size, err := f.Seek(0, io.SeekEnd) // works for block devices, unlike Stat
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("blockdiff: size of %s: %w", path, err)
 	}
+	if size < 0 || size > MaxVolumeSize {
+		f.Close()
+		return nil, fmt.Errorf("blockdiff: source %s reports %d bytes: want 0..%d", path, size, int64(MaxVolumeSize))
+	}
 	s := &FileSource{f: f, size: size}
-	st, err := f.Stat()
-	if err == nil && st.Mode().IsRegular() {
+	if st.Mode().IsRegular() {
 		_, err := unix.Seek(int(f.Fd()), 0, unix.SEEK_DATA)
 		s.seek = err == nil || errors.Is(err, unix.ENXIO)
 	}
 	return s, nil
+}
+
+// checkVolumeMode refuses every file type but regular files and block
+// devices.
+func checkVolumeMode(path string, m fs.FileMode) error {
+	if m.IsRegular() || (m&fs.ModeDevice != 0 && m&fs.ModeCharDevice == 0) {
+		return nil
+	}
+	return fmt.Errorf("blockdiff: source %s is a %s: %w", path, fileType(m), ErrNotVolume)
+}
+
+// fileType names the type of a file mode for people.
+func fileType(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "FIFO (named pipe)"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeSymlink != 0:
+		return "symbolic link"
+	case m&fs.ModeIrregular != 0:
+		return "file of unknown type"
+	}
+	return "file of type " + m.Type().String()
 }
 
 // ReadAt reads from the file at off.

@@ -115,6 +115,7 @@ func (r *Repository) BackupStream(ctx context.Context, src io.Reader, opts Strea
 		return nil, err
 	}
 	defer lock.Release(ctx)
+	r.upgradeConfig(ctx) // a version-1 encrypted config gets its MAC (config.go)
 	if err := r.loadDedup(ctx); err != nil {
 		return nil, err
 	}
