@@ -34,8 +34,8 @@ func loadConfig(path string) (*config.Config, error) {
 // configLogger returns the logger of global.logging (the first stdout
 // outlet), or fallback when there is none.
 func configLogger(c *config.Config, w io.Writer, fallback *slog.Logger) *slog.Logger {
-	g, err := c.ParseGlobal()
-	if err != nil || len(g.Logging) == 0 {
+	g := c.Global
+	if len(g.Logging) == 0 {
 		return fallback
 	}
 	l := g.Logging[0]
@@ -61,12 +61,9 @@ func newDaemon(stdout io.Writer, logger func() *slog.Logger) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			g, err := c.ParseGlobal()
-			if err != nil {
-				return usageError{err}
-			}
+			g := c.Global
 			log := configLogger(c, stdout, logger())
-			d, err := daemon.New(c, daemon.Env{}, log)
+			d, err := daemon.New(c, jobEnv, log)
 			if err != nil {
 				return usageError{err}
 			}
@@ -92,11 +89,7 @@ func controlSocket(sock, cfgPath string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	g, err := c.ParseGlobal()
-	if err != nil {
-		return "", usageError{err}
-	}
-	return g.ControlSocket, nil
+	return c.Global.ControlSocket, nil
 }
 
 func newStatus(stdout io.Writer) *cobra.Command {

@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -33,9 +32,12 @@ import (
 
 	"github.com/cairn-backup/cairn/zfsrepl"
 	"github.com/cairn-backup/cairn/zfsrepl/config"
-	"github.com/cairn-backup/cairn/zfsrepl/transport"
-	"github.com/cairn-backup/cairn/zfsrepl/zfs"
+	"github.com/cairn-backup/cairn/zfsrepl/daemon"
 )
+
+// jobEnv builds the jobs of replicate, serve and daemon: the zero Env (the
+// local zfs command, the configuration's transports); tests replace it.
+var jobEnv daemon.Env
 
 // usageError marks errors that exit with code 2.
 type usageError struct{ err error }
@@ -126,21 +128,15 @@ func newReplicate(stdout io.Writer, logger func() *slog.Logger) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			filter, err := j.Filter()
-			if err != nil {
-				return usageError{err}
-			}
-			client, err := j.Dial(transport.ClientOptions{})
+			log := logger()
+			p, err := jobEnv.BuildPush(j, log)
 			if err != nil {
 				return err
 			}
-			defer client.Close()
+			defer p.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			log := logger()
-			runner := &zfs.Runner{Logger: log}
-			sender := &zfsrepl.LocalSender{ZFS: runner, Job: j.Name, Filter: filter}
-			rep := zfsrepl.Replicate(ctx, sender, client, zfsrepl.Config{Job: j.Name, Plan: j.PlanConfig(), Logger: log})
+			rep := p.Replicate(ctx, log, nil)
 			if asJSON {
 				enc := json.NewEncoder(stdout)
 				enc.SetIndent("", "  ")
@@ -188,35 +184,15 @@ func newServe(logger func() *slog.Logger) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log := logger()
-			runner := &zfs.Runner{Logger: log}
-			srv, tlsOn, err := j.SinkServer(&transport.Server{Receivers: transport.SinkReceivers(runner, j.RootFS, j.Name), Logger: log})
-			if err != nil {
-				return err
-			}
-			l, err := net.Listen("tcp", j.Serve.Listen)
+			log := logger().With("job", j.Name)
+			sink, err := jobEnv.BuildSink(j, log)
 			if err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			errc := make(chan error, 1)
-			go func() {
-				if tlsOn {
-					errc <- srv.ServeTLS(l, "", "")
-				} else {
-					errc <- srv.Serve(l)
-				}
-			}()
-			log.Info("sink serving", "job", j.Name, "listen", l.Addr().String(), "root_fs", j.RootFS)
-			select {
-			case err := <-errc:
-				return err
-			case <-ctx.Done():
-				sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				return srv.Shutdown(sctx)
-			}
+			log.Info("sink serving", "listen", sink.Listener.Addr().String(), "root_fs", j.RootFS)
+			return sink.Serve(ctx, 30*time.Second)
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "configuration file (zrepl format)")

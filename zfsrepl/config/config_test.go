@@ -71,12 +71,11 @@ func TestParseSeed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if push.Connect.ServerCN != "backup-node" || push.PlanConfig() != (zfsrepl.PlanConfig{}) {
+	if push.Connect.ServerCN != "backup-node" || push.Plan != (zfsrepl.PlanConfig{}) {
 		t.Fatalf("%+v", push)
 	}
-	f, err := push.Filter()
-	if err != nil || !f.Match("tank/garage/data") || f.Match("tank/garage/tmp/x") {
-		t.Fatalf("filter: %v", err)
+	if f := push.Filter; !f.Match("tank/garage/data") || f.Match("tank/garage/tmp/x") {
+		t.Fatal("filter")
 	}
 	sink, err := c.Job("zrepl_sink")
 	if err != nil || sink.RootFS != "wdc/zrepl" || sink.Serve.ClientCNs[0] != "garage" {
@@ -118,26 +117,26 @@ func TestLoadZreplDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := c.ParseGlobal()
-	if err != nil || len(g.Monitoring) != 1 || g.Monitoring[0].Listen != ":9811" || g.Logging[0].Level != "warn" || g.ControlSocket != "/var/run/zrepl/control" {
-		t.Fatalf("global: %+v %v", g, err)
+	g := c.Global
+	if len(g.Monitoring) != 1 || g.Monitoring[0].Listen != ":9811" || g.Logging[0].Level != "warn" || g.ControlSocket != "/var/run/zrepl/control" {
+		t.Fatalf("global: %+v", g)
 	}
 	push, _ := c.Job("garage_push")
-	s, err := push.ParseSnapshotting()
-	if err != nil || s.Type != "periodic" || s.Prefix != "zrepl_" || s.Interval != 10*time.Minute || s.TimestampFormat != "20060102_150405_000" || len(s.Hooks) != 1 || !s.Hooks[0].Filesystems.Match("tank/garage/data") {
-		t.Fatalf("snapshotting: %+v %v", s, err)
+	s := push.Snapshotting
+	if s.Type != "periodic" || s.Prefix != "zrepl_" || s.Interval != 10*time.Minute || s.TimestampFormat != "20060102_150405_000" || len(s.Hooks) != 1 || !s.Hooks[0].Filesystems.Match("tank/garage/data") {
+		t.Fatalf("snapshotting: %+v", s)
 	}
-	p, err := push.ParsePruning()
-	if err != nil || !p.KeepSender.NotReplicated || len(p.KeepSender.Policies) != 1 || len(p.KeepReceiver.Policies) != 2 || p.KeepReceiver.NotReplicated {
-		t.Fatalf("pruning: %+v %v", p, err)
+	p := push.Pruning
+	if !p.KeepSender.NotReplicated || len(p.KeepSender.Policies) != 1 || len(p.KeepReceiver.Policies) != 2 || p.KeepReceiver.NotReplicated {
+		t.Fatalf("pruning: %+v", p)
 	}
 	snap, _ := c.Job("local_snap")
-	s, err = snap.ParseSnapshotting()
-	if err != nil || s.TimestampFormat != "2006-01-02_15:04:05" || s.Interval != time.Hour {
-		t.Fatalf("snap snapshotting: %+v %v", s, err)
+	s = snap.Snapshotting
+	if s.TimestampFormat != "2006-01-02_15:04:05" || s.Interval != time.Hour {
+		t.Fatalf("snap snapshotting: %+v", s)
 	}
-	if p, err := snap.ParsePruning(); err != nil || len(p.Keep.Policies) != 2 {
-		t.Fatalf("snap pruning: %+v %v", p, err)
+	if p := snap.Pruning; len(p.Keep.Policies) != 2 {
+		t.Fatalf("snap pruning: %+v", p)
 	}
 }
 
@@ -201,14 +200,14 @@ func TestDeployConfigs(t *testing.T) {
 			}
 			continue
 		}
-		s, err := j.ParseSnapshotting()
-		if err != nil || s.Interval != 10*time.Minute || s.Prefix != "zrepl_" {
-			t.Fatalf("%s: snapshotting %+v %v", f, s, err)
+		s := j.Snapshotting
+		if s.Interval != 10*time.Minute || s.Prefix != "zrepl_" {
+			t.Fatalf("%s: snapshotting %+v", f, s)
 		}
-		p, err := j.ParsePruning()
-		if err != nil || len(p.KeepSender.Policies) != 1 || fmt.Sprint(p.KeepSender.Policies[0]) != `last_n 10 ""` ||
+		p := j.Pruning
+		if len(p.KeepSender.Policies) != 1 || fmt.Sprint(p.KeepSender.Policies[0]) != `last_n 10 ""` ||
 			len(p.KeepReceiver.Policies) != 1 || fmt.Sprint(p.KeepReceiver.Policies[0]) != "grid 1x1h(keep=all) | 24x1h | 30x1d | 6x30d" {
-			t.Fatalf("%s: pruning %v %v", f, p, err)
+			t.Fatalf("%s: pruning %v", f, p)
 		}
 	}
 }
@@ -252,8 +251,8 @@ func TestBandwidthLimit(t *testing.T) {
 			t.Fatalf("%q: %v", c.section, err)
 		}
 		j, _ := cfg.Job("garage_push")
-		if rate, burst, err := j.Send.BandwidthLimit.Limit(); err != nil || rate != c.rate || burst != c.burst {
-			t.Errorf("%q: rate %d burst %d (%v), want %d %d", c.section, rate, burst, err, c.rate, c.burst)
+		if l := j.Send.BandwidthLimit; l.Rate != c.rate || l.Burst != c.burst {
+			t.Errorf("%q: rate %d burst %d, want %d %d", c.section, l.Rate, l.Burst, c.rate, c.burst)
 		}
 	}
 }
@@ -270,9 +269,9 @@ func TestCronSnapshotting(t *testing.T) {
 		t.Fatal(err)
 	}
 	j, _ := cfg.Job("garage_push")
-	s, err := j.ParseSnapshotting()
-	if err != nil || s.Type != "cron" || s.Cron != "5,35 */2 * * *" || s.Prefix != "zrepl_" || s.Interval != 0 {
-		t.Fatalf("%+v %v", s, err)
+	s := j.Snapshotting
+	if s.Type != "cron" || s.Cron != "5,35 */2 * * *" || s.Prefix != "zrepl_" || s.Interval != 0 {
+		t.Fatalf("%+v", s)
 	}
 	sched := s.SnapshotConfig().Schedule
 	at := time.Date(2026, 1, 1, 2, 5, 0, 0, time.UTC)
@@ -280,6 +279,110 @@ func TestCronSnapshotting(t *testing.T) {
 		at = sched(at)
 		if got := at.Format("15:04"); got != want {
 			t.Fatalf("next snapshot at %s, want %s", got, want)
+		}
+	}
+}
+
+// TestIgnored lists the keys cairn accepts but does not act on, with their
+// lines, and refuses bad values in them.
+func TestIgnored(t *testing.T) {
+	c, err := Load("testdata/zrepl.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, i := range c.Ignored {
+		got = append(got, i.String())
+	}
+	want := []string{
+		`line 33: job "garage_push": replication.protection is accepted but ignored: cairn always holds a step's snapshots and keeps a cursor bookmark (guarantee_resumability)`,
+		`line 74: job "sink": recv.placeholder.encryption is accepted but ignored: placeholders are created as ZFS does by default: they inherit their parent's encryption`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("ignored:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if r := c.Jobs[0].Replication; r.Protection.Initial != "guarantee_resumability" || r.Protection.Incremental != "guarantee_incremental_replication" {
+		t.Fatalf("replication: %+v", r)
+	}
+	if r := c.Jobs[1].Recv; r.PlaceholderEncryption != "inherit" {
+		t.Fatalf("recv: %+v", r)
+	}
+
+	// Every other accepted-but-ignored key.
+	more := `global:
+  logging:
+    - type: stdout
+      time: true
+    - type: stdout
+      color: false
+  monitoring:
+    - type: prometheus
+      listen: ":9811"
+      listen_freebind: true
+  serve:
+    stdinserver:
+      sockdir: /var/run/zrepl/stdinserver
+jobs:
+  - name: p
+    type: push
+    connect:
+      type: tcp
+      address: "h:1"
+      server_cn: x
+      dial_timeout: 5s
+    filesystems: {"tank<": true}
+    root_fs: tank/nowhere
+    replication:
+      concurrency:
+        steps: 2
+    snapshotting: {type: manual}
+    pruning:
+      keep_sender: [{type: not_replicated}]
+      keep_receiver: [{type: last_n, count: 1}]
+  - name: s
+    type: sink
+    root_fs: wdc
+    filesystems: {"tank<": true}
+    serve:
+      type: tcp
+      listen: ":1"
+      listen_freebind: true
+      clients: {"10.0.0.1": a}
+      client_cns: [a]
+    recv:
+      properties:
+        inherit: [mountpoint]
+      bandwidth_limit:
+        max: 1 MiB
+`
+	c, err = Parse([]byte(more))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	for _, i := range c.Ignored {
+		got = append(got, fmt.Sprintf("%d %s %s", i.Line, i.Job, i.Key))
+	}
+	want = []string{"4  global.logging.time", "5  global.logging", "6  global.logging.color", "10  global.monitoring.listen_freebind",
+		"11  global.serve", "20 p connect.server_cn", "23 p root_fs", "25 p replication.concurrency", "34 s filesystems",
+		"38 s serve.listen_freebind", "40 s serve.client_cns", "42 s recv.properties", "44 s recv.bandwidth_limit"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("ignored:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if d := c.Jobs[0].Connect.DialTimeout; d != 5*time.Second {
+		t.Fatalf("dial_timeout %v", d)
+	}
+
+	for name, cs := range map[string]struct{ from, to, want string }{
+		"bad protection":  {"initial: guarantee_resumability", "initial: guarantee_all", `line 34: replication.protection.initial: "guarantee_all" is not`},
+		"unknown recv":    {"encryption: inherit", "encryptio: inherit", `line 74: recv.placeholder: unknown key "encryptio"`},
+		"bad placeholder": {"encryption: inherit", "encryption: aes", `"aes" is not unspecified, inherit or off`},
+		"unknown repl":    {"      protection:\n", "      protect:\n", `replication: unknown key "protect"`},
+	} {
+		b, _ := os.ReadFile("testdata/zrepl.yml")
+		text := strings.Replace(string(b), cs.from, cs.to, 1)
+		if _, err := Parse([]byte(text)); err == nil || !strings.Contains(err.Error(), cs.want) {
+			t.Errorf("%s: error %v, want %q", name, err, cs.want)
 		}
 	}
 }

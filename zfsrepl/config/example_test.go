@@ -6,8 +6,8 @@ import (
 	"github.com/cairn-backup/cairn/zfsrepl/config"
 )
 
-// Parse reads zrepl's YAML; a job's parts are parsed on demand, each with
-// errors that name the key and line.
+// Parse reads zrepl's YAML once into typed fields; errors name the key and
+// line.
 func ExampleParse() {
 	cfg, err := config.Parse([]byte(`
 jobs:
@@ -42,11 +42,10 @@ jobs:
 		fmt.Println(err)
 		return
 	}
-	filter, _ := job.Filter()
 	for _, fs := range []string{"tank/garage", "tank/garage/data", "tank/garage/tmp/x", "tank/other"} {
-		fmt.Println(fs, filter.Match(fs))
+		fmt.Println(fs, job.Filter.Match(fs))
 	}
-	snap, _ := job.ParseSnapshotting()
+	snap := job.Snapshotting
 	fmt.Println(snap.Type, snap.Prefix, snap.Interval)
 
 	_, err = config.Parse([]byte("jobs:\n  - name: x\n    type: push\n    connnect: {}\n"))

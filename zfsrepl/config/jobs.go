@@ -103,27 +103,17 @@ func duration(n *yaml.Node, key string) (time.Duration, error) {
 	return d, nil
 }
 
-// ParsePruning parses the job's `pruning` section. A push job needs
+// parsePruning parses a job's `pruning` section. A push job needs
 // keep_sender and keep_receiver, a snap job keep; not_replicated is allowed
 // on the sender only.
-func (j *Job) ParsePruning() (Pruning, error) {
+func parsePruning(n *yaml.Node, typ string, jobLine int) (Pruning, error) {
 	var p Pruning
-	n := &j.Pruning
 	if n.Kind == 0 {
-		switch j.Type {
-		case "push", "snap":
-			return p, fmt.Errorf("line %d: a %s job needs pruning", j.line, j.Type)
-		}
-		return p, nil
+		return p, fmt.Errorf("line %d: a %s job needs pruning", jobLine, typ)
 	}
-	var keys []string
-	switch j.Type {
-	case "push", "pull":
-		keys = []string{"keep_sender", "keep_receiver"}
-	case "snap":
+	keys := []string{"keep_sender", "keep_receiver"}
+	if typ == "snap" {
 		keys = []string{"keep"}
-	default:
-		return p, fmt.Errorf("line %d: a %s job has no pruning", n.Line, j.Type)
 	}
 	m, err := mapping(n, "pruning", keys...)
 	if err != nil {
@@ -245,17 +235,12 @@ func parseKeep(n *yaml.Node, where string, notReplicatedOK bool) (zfsrepl.KeepRu
 	return k, nil
 }
 
-// ParseSnapshotting parses the job's `snapshotting` section (push and snap
+// parseSnapshotting parses a job's `snapshotting` section (push and snap
 // jobs need one).
-func (j *Job) ParseSnapshotting() (Snapshotting, error) {
+func parseSnapshotting(n *yaml.Node, jobType string, jobLine int) (Snapshotting, error) {
 	s := Snapshotting{TimestampFormat: timestampFormats["dense"]}
-	n := &j.Snapshotting
 	if n.Kind == 0 {
-		switch j.Type {
-		case "push", "snap":
-			return s, fmt.Errorf("line %d: a %s job needs snapshotting", j.line, j.Type)
-		}
-		return s, nil
+		return s, fmt.Errorf("line %d: a %s job needs snapshotting", jobLine, jobType)
 	}
 	var typ string
 	if n.Kind == yaml.MappingNode {
@@ -389,10 +374,10 @@ type Monitoring struct {
 // global.control.sockpath is not set (zrepl's default).
 const DefaultControlSocket = "/var/run/zrepl/control"
 
-// ParseGlobal parses the `global` section.
-func (c *Config) ParseGlobal() (Global, error) {
+// parseGlobal parses the `global` section; keys it ignores go to
+// c.Ignored.
+func parseGlobal(n *yaml.Node, c *Config) (Global, error) {
 	g := Global{ControlSocket: DefaultControlSocket}
-	n := &c.Global
 	if n.Kind == 0 {
 		return g, nil
 	}
@@ -400,11 +385,16 @@ func (c *Config) ParseGlobal() (Global, error) {
 	if err != nil {
 		return g, err
 	}
+	ignore := func(n *yaml.Node, key, path, reason string) {
+		if k, _ := child(n, key); k != nil {
+			c.Ignored = append(c.Ignored, Ignored{Line: k.Line, Key: path, Reason: reason})
+		}
+	}
 	if v, ok := m["logging"]; ok {
 		if v.Kind != yaml.SequenceNode {
 			return g, fmt.Errorf("line %d: global.logging: expected a list", v.Line)
 		}
-		for _, o := range v.Content {
+		for i, o := range v.Content {
 			lm, err := mapping(o, "global.logging", "type", "level", "format", "time", "color")
 			if err != nil {
 				return g, err
@@ -432,6 +422,11 @@ func (c *Config) ParseGlobal() (Global, error) {
 			default:
 				return g, fmt.Errorf("line %d: global.logging: format %q is not human, logfmt, json or text", o.Line, l.Format)
 			}
+			ignore(o, "time", "global.logging.time", "log lines always carry the time")
+			ignore(o, "color", "global.logging.color", "log lines are never coloured")
+			if i > 0 {
+				c.Ignored = append(c.Ignored, Ignored{Line: o.Line, Key: "global.logging", Reason: "only the first outlet is used"})
+			}
 			g.Logging = append(g.Logging, l)
 		}
 	}
@@ -451,6 +446,7 @@ func (c *Config) ParseGlobal() (Global, error) {
 			if l == nil || l.Value == "" {
 				return g, fmt.Errorf("line %d: global.monitoring: prometheus needs listen", o.Line)
 			}
+			ignore(o, "listen_freebind", "global.monitoring.listen_freebind", "cairn listens on the address as the system allows")
 			g.Monitoring = append(g.Monitoring, Monitoring{Type: "prometheus", Listen: l.Value})
 		}
 	}
@@ -467,8 +463,132 @@ func (c *Config) ParseGlobal() (Global, error) {
 		if _, err := mapping(v, "global.serve", "stdinserver"); err != nil {
 			return g, err
 		}
+		ignore(n, "serve", "global.serve", "cairn has no stdinserver transport")
 	}
 	return g, nil
+}
+
+// Replication is a push job's `replication` section. cairn accepts it as
+// zrepl documents it and does not act on it (Config.Ignored).
+type Replication struct {
+	// Protection's Initial and Incremental: guarantee_resumability,
+	// guarantee_incremental_replication or guarantee_nothing.
+	Protection struct{ Initial, Incremental string }
+	// Concurrency's Steps and SizeEstimates.
+	Concurrency struct{ Steps, SizeEstimates int }
+}
+
+var protections = []string{"guarantee_resumability", "guarantee_incremental_replication", "guarantee_nothing"}
+
+func parseReplication(n *yaml.Node) (Replication, error) {
+	var r Replication
+	if n.Kind == 0 {
+		return r, nil
+	}
+	m, err := mapping(n, "replication", "protection", "concurrency")
+	if err != nil {
+		return r, err
+	}
+	if v, ok := m["protection"]; ok {
+		pm, err := mapping(v, "replication.protection", "initial", "incremental")
+		if err != nil {
+			return r, err
+		}
+		for key, dst := range map[string]*string{"initial": &r.Protection.Initial, "incremental": &r.Protection.Incremental} {
+			if p := pm[key]; p != nil {
+				if !slices.Contains(protections, p.Value) {
+					return r, fmt.Errorf("line %d: replication.protection.%s: %q is not %s", p.Line, key, p.Value, strings.Join(protections, ", "))
+				}
+				*dst = p.Value
+			}
+		}
+	}
+	if v, ok := m["concurrency"]; ok {
+		cm, err := mapping(v, "replication.concurrency", "steps", "size_estimates")
+		if err != nil {
+			return r, err
+		}
+		for key, dst := range map[string]*int{"steps": &r.Concurrency.Steps, "size_estimates": &r.Concurrency.SizeEstimates} {
+			if p := cm[key]; p != nil {
+				if *dst, err = strconv.Atoi(p.Value); err != nil || *dst < 1 {
+					return r, fmt.Errorf("line %d: replication.concurrency.%s: %q is not a positive number", p.Line, key, p.Value)
+				}
+			}
+		}
+	}
+	return r, nil
+}
+
+// Recv is a sink job's `recv` section. cairn accepts it as zrepl documents
+// it and does not act on it (Config.Ignored).
+type Recv struct {
+	// PlaceholderEncryption is placeholder.encryption: unspecified,
+	// inherit or off.
+	PlaceholderEncryption string
+	// PropertiesInherit and PropertiesOverride are properties.inherit
+	// and properties.override.
+	PropertiesInherit  []string
+	PropertiesOverride map[string]string
+	// BandwidthLimit is recv.bandwidth_limit.
+	BandwidthLimit BandwidthLimit
+}
+
+func parseRecv(n *yaml.Node) (Recv, error) {
+	var r Recv
+	if n.Kind == 0 {
+		return r, nil
+	}
+	m, err := mapping(n, "recv", "placeholder", "properties", "bandwidth_limit")
+	if err != nil {
+		return r, err
+	}
+	if v, ok := m["placeholder"]; ok {
+		pm, err := mapping(v, "recv.placeholder", "encryption")
+		if err != nil {
+			return r, err
+		}
+		if e := pm["encryption"]; e != nil {
+			switch e.Value {
+			case "unspecified", "inherit", "off":
+				r.PlaceholderEncryption = e.Value
+			default:
+				return r, fmt.Errorf("line %d: recv.placeholder.encryption: %q is not unspecified, inherit or off", e.Line, e.Value)
+			}
+		}
+	}
+	if v, ok := m["properties"]; ok {
+		pm, err := mapping(v, "recv.properties", "inherit", "override")
+		if err != nil {
+			return r, err
+		}
+		if p := pm["inherit"]; p != nil {
+			if err := p.Decode(&r.PropertiesInherit); err != nil {
+				return r, fmt.Errorf("line %d: recv.properties.inherit: expected a list of properties", p.Line)
+			}
+		}
+		if p := pm["override"]; p != nil {
+			if err := p.Decode(&r.PropertiesOverride); err != nil {
+				return r, fmt.Errorf("line %d: recv.properties.override: expected a mapping of properties", p.Line)
+			}
+		}
+	}
+	if v, ok := m["bandwidth_limit"]; ok {
+		bm, err := mapping(v, "recv.bandwidth_limit", "max", "bucket_capacity")
+		if err != nil {
+			return r, err
+		}
+		var raw rawBandwidthLimit
+		if p := bm["max"]; p != nil {
+			raw.Max = p.Value
+		}
+		if p := bm["bucket_capacity"]; p != nil {
+			raw.BucketCapacity = p.Value
+		}
+		if r.BandwidthLimit, err = raw.parse(); err != nil {
+			return r, fmt.Errorf("line %d: recv.%w", v.Line, err)
+		}
+	}
+	return r, nil
 }
 
 // SnapshotConfig returns the snapshotter settings of a periodic

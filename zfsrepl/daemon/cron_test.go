@@ -92,8 +92,7 @@ func TestDaemonCronSnapJob(t *testing.T) {
 	}
 	d, err := New(cfg, Env{Now: c.now, After: c.after,
 		Local: func(j *config.Job) (Local, error) {
-			f, err := j.Filter()
-			return &memzfs.Sender{Pool: home, Job: j.Name, Filter: f}, err
+			return &memzfs.Sender{Pool: home, Job: j.Name, Filter: j.Filter}, nil
 		}}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -39,7 +39,6 @@ import (
 	"github.com/cairn-backup/cairn/zfsrepl"
 	"github.com/cairn-backup/cairn/zfsrepl/config"
 	"github.com/cairn-backup/cairn/zfsrepl/transport"
-	"github.com/cairn-backup/cairn/zfsrepl/zfs"
 )
 
 // Local is the local side of a push or snap job: it lists, snapshots,
@@ -63,45 +62,9 @@ type Env struct {
 	// After is the timer of the periodic snapshotter, Now's time.After;
 	// nil is time.After (set it with a fake Now).
 	After func(d time.Duration) <-chan time.Time
-}
-
-func (e *Env) defaults(log *slog.Logger) {
-	runner := &zfs.Runner{Logger: log}
-	if e.Local == nil {
-		e.Local = func(j *config.Job) (Local, error) {
-			f, err := j.Filter()
-			if err != nil {
-				return nil, err
-			}
-			return &zfsrepl.LocalSender{ZFS: runner, Job: j.Name, Filter: f}, nil
-		}
-	}
-	if e.Remote == nil {
-		e.Remote = func(j *config.Job) (zfsrepl.Receiver, io.Closer, error) {
-			c, err := j.Dial(transport.ClientOptions{})
-			if err != nil {
-				return nil, nil, err
-			}
-			return c, c, nil
-		}
-	}
-	if e.Sink == nil {
-		e.Sink = func(j *config.Job, s *transport.Server) (*http.Server, net.Listener, bool, error) {
-			s.Receivers = transport.SinkReceivers(runner, j.RootFS, j.Name)
-			srv, tlsOn, err := j.SinkServer(s)
-			if err != nil {
-				return nil, nil, false, err
-			}
-			l, err := net.Listen("tcp", j.Serve.Listen)
-			if err != nil {
-				return nil, nil, false, err
-			}
-			return srv, l, tlsOn, nil
-		}
-	}
-	if e.Now == nil {
-		e.Now = time.Now
-	}
+	// Sleep is the wait of send.bandwidth_limit (on the real clock,
+	// whatever Now is); nil is a timer.
+	Sleep func(ctx context.Context, d time.Duration) error
 }
 
 // Job states in Status.
@@ -172,7 +135,6 @@ type Status struct {
 // Daemon runs the jobs of a configuration.
 type Daemon struct {
 	cfg     *config.Config
-	global  config.Global
 	env     Env
 	log     *slog.Logger
 	reg     *prometheus.Registry
@@ -190,12 +152,8 @@ func New(cfg *config.Config, env Env, log *slog.Logger) (*Daemon, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g, err := cfg.ParseGlobal()
-	if err != nil {
-		return nil, err
-	}
 	env.defaults(log)
-	d := &Daemon{cfg: cfg, global: g, env: env, log: log, reg: prometheus.NewRegistry(),
+	d := &Daemon{cfg: cfg, env: env, log: log, reg: prometheus.NewRegistry(),
 		status: map[string]*Status{}, act: map[string]*activity{}, wakeup: map[string]chan struct{}{},
 		abort: map[string]context.CancelCauseFunc{}}
 	d.metrics = newMetrics(d.reg)
@@ -322,7 +280,7 @@ func (d *Daemon) Run(ctx context.Context, sock string) error {
 		}
 		closers = append(closers, stop)
 	}
-	for _, m := range d.global.Monitoring {
+	for _, m := range d.cfg.Global.Monitoring {
 		l, err := net.Listen("tcp", m.Listen)
 		if err != nil {
 			return fmt.Errorf("monitoring listener: %w", err)
@@ -369,41 +327,23 @@ func (d *Daemon) Run(ctx context.Context, sock string) error {
 
 func (d *Daemon) runSink(ctx context.Context, j *config.Job) error {
 	log := d.log.With("job", j.Name)
-	ts := &transport.Server{Logger: log}
-	srv, l, tlsOn, err := d.env.Sink(j, ts)
+	sink, err := d.env.BuildSink(j, log)
 	if err != nil {
 		return err
 	}
-	d.update(j.Name, func(s *Status, a *activity) { a.phase, s.Listen = StateServing, l.Addr().String() })
-	errc := make(chan error, 1)
-	go func() {
-		if tlsOn {
-			errc <- srv.ServeTLS(l, "", "")
-		} else {
-			errc <- srv.Serve(l)
-		}
-	}()
-	log.Info("sink serving", "listen", l.Addr().String(), "root_fs", j.RootFS)
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		// Let running receives end: Shutdown waits for them, then the
-		// hard Close cuts what is left (the receives keep resume tokens).
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			srv.Close()
-		}
-		return nil
-	}
+	addr := sink.Listener.Addr().String()
+	d.update(j.Name, func(s *Status, a *activity) { a.phase, s.Listen = StateServing, addr })
+	log.Info("sink serving", "listen", addr, "root_fs", j.RootFS)
+	// On shutdown, running receives get 10 s to end, then are cut (they
+	// keep resume tokens).
+	return sink.Serve(ctx, 10*time.Second)
 }
 
 // snapshotLoop runs the periodic snapshotter of a job and wakes the job up
 // after each round; with manual snapshotting it does nothing.
 func (d *Daemon) snapshotLoop(ctx context.Context, j *config.Job, local Local) {
-	sn, err := j.ParseSnapshotting()
-	if err != nil || sn.Type != "periodic" && sn.Type != "cron" {
+	sn := j.Snapshotting
+	if sn.Type != "periodic" && sn.Type != "cron" {
 		return
 	}
 	cfg := sn.SnapshotConfig()
@@ -434,48 +374,34 @@ func (d *Daemon) startRun(job, phase string, start time.Time) error {
 }
 
 func (d *Daemon) runPush(ctx context.Context, j *config.Job) error {
-	local, err := d.env.Local(j)
+	p, err := d.env.BuildPush(j, d.log)
 	if err != nil {
 		return err
 	}
-	remote, closer, err := d.env.Remote(j)
-	if err != nil {
-		return err
-	}
-	if closer != nil {
-		defer closer.Close()
-	}
-	pr, err := j.ParsePruning()
-	if err != nil {
-		return err
-	}
+	defer p.Close()
 	wake := d.wakeup[j.Name]
-	go d.snapshotLoop(ctx, j, local)
+	go d.snapshotLoop(ctx, j, p.Local)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-wake:
 		}
-		d.pushOnce(ctx, j, local, remote, pr)
+		d.pushOnce(ctx, p)
 	}
 }
 
 // pushOnce replicates and prunes once.
-func (d *Daemon) pushOnce(ctx context.Context, j *config.Job, local Local, remote zfsrepl.Receiver, pr config.Pruning) {
+func (d *Daemon) pushOnce(ctx context.Context, p *Push) {
+	j := p.Job
 	ctx, done := d.runContext(ctx, j.Name)
 	defer done()
 	log := d.log.With("job", j.Name)
 	start := d.env.Now()
 	snapErr := d.startRun(j.Name, StateReplicating, start)
-	var sender zfsrepl.Sender = local
-	if rate, burst, _ := j.Send.BandwidthLimit.Limit(); rate > 0 { // validated by config.Parse
-		sender = limitedSender{Local: local, rate: rate, burst: burst}
-	}
-	rep := zfsrepl.Replicate(ctx, sender, remote, zfsrepl.Config{Job: j.Name, Plan: j.PlanConfig(), Logger: log,
-		Progress: func(_ string, _ zfsrepl.Step, n int64) {
-			d.update(j.Name, func(s *Status, _ *activity) { s.StepBytes = n })
-		}})
+	rep := p.Replicate(ctx, log, func(_ string, _ zfsrepl.Step, n int64) {
+		d.update(j.Name, func(s *Status, _ *activity) { s.StepBytes = n })
+	})
 	bytes := rep.Bytes()
 	d.metrics.bytes.WithLabelValues(j.Name).Add(float64(bytes))
 	d.metrics.duration.WithLabelValues(j.Name, "replication").Observe(rep.End.Sub(rep.Start).Seconds())
@@ -490,7 +416,7 @@ func (d *Daemon) pushOnce(ctx context.Context, j *config.Job, local Local, remot
 	}
 	d.update(j.Name, func(_ *Status, a *activity) { a.phase = StatePruning })
 	t0 := time.Now()
-	preps, pruneErr := zfsrepl.PrunePush(ctx, local, remote, pr.KeepSender, pr.KeepReceiver, zfsrepl.PruneOptions{Job: j.Name, Now: d.env.Now(), Logger: log})
+	preps, pruneErr := p.Prune(ctx, d.env.Now(), log)
 	d.metrics.duration.WithLabelValues(j.Name, "pruning").Observe(time.Since(t0).Seconds())
 	if ctx.Err() != nil {
 		pruneErr = context.Cause(ctx)
@@ -526,16 +452,12 @@ func (d *Daemon) finish(job string, start time.Time, rep *zfsrepl.Report, preps 
 }
 
 func (d *Daemon) runSnap(ctx context.Context, j *config.Job) error {
-	local, err := d.env.Local(j)
-	if err != nil {
-		return err
-	}
-	pr, err := j.ParsePruning()
+	sn, err := d.env.BuildSnap(j, d.log)
 	if err != nil {
 		return err
 	}
 	wake := d.wakeup[j.Name]
-	go d.snapshotLoop(ctx, j, local)
+	go d.snapshotLoop(ctx, j, sn.Local)
 	for {
 		select {
 		case <-ctx.Done():
@@ -545,7 +467,7 @@ func (d *Daemon) runSnap(ctx context.Context, j *config.Job) error {
 		start := d.env.Now()
 		snapErr := d.startRun(j.Name, StatePruning, start)
 		rctx, done := d.runContext(ctx, j.Name)
-		preps, err := zfsrepl.PruneLocal(rctx, local, pr.Keep, zfsrepl.PruneOptions{Now: d.env.Now(), Logger: d.log.With("job", j.Name)})
+		preps, err := sn.Prune(rctx, d.env.Now(), d.log.With("job", j.Name))
 		if rctx.Err() != nil {
 			err = context.Cause(rctx)
 		}

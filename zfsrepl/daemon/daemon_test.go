@@ -128,10 +128,7 @@ func start(t *testing.T, fake bool) *world {
 	env := Env{
 		Now: w.clk.now,
 		Local: func(j *config.Job) (Local, error) {
-			f, err := j.Filter()
-			if err != nil {
-				return nil, err
-			}
+			f := j.Filter
 			if j.Type == "snap" {
 				return &memzfs.Sender{Pool: w.home, Job: j.Name, Filter: f}, nil
 			}

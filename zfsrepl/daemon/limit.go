@@ -14,6 +14,7 @@ import (
 type limitedSender struct {
 	Local
 	rate, burst int64
+	sleep       func(ctx context.Context, d time.Duration) error
 }
 
 // Send wraps the step's stream in the job's bandwidth limit.
@@ -22,7 +23,7 @@ func (l limitedSender) Send(ctx context.Context, fs string, st zfsrepl.Step) (io
 	if err != nil {
 		return nil, err
 	}
-	return newLimitedReader(ctx, rc, l.rate, l.burst, time.Now, sleepCtx), nil
+	return newLimitedReader(ctx, rc, l.rate, l.burst, time.Now, l.sleep), nil
 }
 
 type limitedReader struct {

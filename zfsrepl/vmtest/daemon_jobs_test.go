@@ -126,10 +126,7 @@ func startJobDaemon(t *testing.T, text, sock, prefix string, clock *fakeClock) *
 	runner := &zfs.Runner{}
 	env := daemon.Env{
 		Local: func(j *config.Job) (daemon.Local, error) {
-			f, err := j.Filter()
-			if err != nil {
-				return nil, err
-			}
+			f := j.Filter
 			return prefixTime{&zfsrepl.LocalSender{ZFS: runner, Job: j.Name, Filter: f}, prefix}, nil
 		},
 	}

@@ -163,10 +163,7 @@ func (sd *seedDaemon) start(t *testing.T) {
 	env := daemon.Env{
 		Now: sd.now,
 		Local: func(j *config.Job) (daemon.Local, error) {
-			f, err := j.Filter()
-			if err != nil {
-				return nil, err
-			}
+			f := j.Filter
 			return fakeLocal{&zfsrepl.LocalSender{ZFS: runner, Job: j.Name, Filter: f}}, nil
 		},
 		Remote: func(j *config.Job) (zfsrepl.Receiver, io.Closer, error) {
