@@ -3,7 +3,11 @@
 // jobs (serve a push job's replication and receiver-side pruning below
 // root_fs/<client>) and snap jobs (snapshot -> prune locally). It serves
 // status and wakeup on a unix control socket and Prometheus metrics on the
-// configured listener.
+// configured listener. Every per-job series exists from New on (counters at
+// 0, cairn_zrepl_last_success_timestamp_seconds at 0 until the job's first
+// successful run), and cairn_zrepl_daemon_start_timestamp_seconds is the
+// time Run started, so an alert can tell "never succeeded" from "just
+// started".
 //
 // Shutdown cancels the running step: zfs send stops, the sink keeps the
 // partial receive's resume token, holds are released, and the next run
@@ -161,7 +165,9 @@ func New(cfg *config.Config, env Env, log *slog.Logger) (*Daemon, error) {
 		d.status[j.Name] = &Status{Name: j.Name, Type: j.Type, State: StateIdle}
 		d.act[j.Name] = &activity{}
 		d.wakeup[j.Name] = make(chan struct{}, 1)
-		// Export the job's series from the start, at zero.
+		// Export the job's series from the start, at zero, so that an
+		// alert on time() - cairn_zrepl_last_success_timestamp_seconds
+		// fires for a job that never succeeded since the daemon started.
 		switch j.Type {
 		case "push":
 			d.metrics.bytes.WithLabelValues(j.Name)
@@ -171,11 +177,16 @@ func New(cfg *config.Config, env Env, log *slog.Logger) (*Daemon, error) {
 			}
 			d.metrics.pruned.WithLabelValues(j.Name, zfsrepl.SideSender)
 			d.metrics.pruned.WithLabelValues(j.Name, zfsrepl.SideReceiver)
+			d.metrics.duration.WithLabelValues(j.Name, "replication")
+			d.metrics.duration.WithLabelValues(j.Name, "pruning")
+			d.metrics.lastSuccess.WithLabelValues(j.Name).Set(0)
 		case "snap":
 			d.metrics.snapshots.WithLabelValues(j.Name)
 			d.metrics.errors.WithLabelValues(j.Name, "snapshot")
 			d.metrics.errors.WithLabelValues(j.Name, "pruning")
 			d.metrics.pruned.WithLabelValues(j.Name, zfsrepl.SideLocal)
+			d.metrics.duration.WithLabelValues(j.Name, "pruning")
+			d.metrics.lastSuccess.WithLabelValues(j.Name).Set(0)
 		}
 	}
 	return d, nil
@@ -265,6 +276,7 @@ func (d *Daemon) runContext(ctx context.Context, job string) (context.Context, f
 func (d *Daemon) Run(ctx context.Context, sock string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	d.metrics.started.Set(float64(d.env.Now().Unix()))
 	var wg sync.WaitGroup
 	errc := make(chan error, len(d.cfg.Jobs)+2)
 	var closers []func()

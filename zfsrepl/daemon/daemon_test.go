@@ -292,7 +292,7 @@ func TestDaemonPushThroughSink(t *testing.T) {
 	seen := map[string]float64{}
 	for _, mf := range mfs {
 		for _, m := range mf.Metric {
-			if m.Label[0].GetValue() != "garage_push" {
+			if len(m.Label) == 0 || m.Label[0].GetValue() != "garage_push" {
 				continue
 			}
 			switch {

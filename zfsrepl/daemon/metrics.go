@@ -9,6 +9,7 @@ type metrics struct {
 	errors      *prometheus.CounterVec
 	pruned      *prometheus.CounterVec
 	snapshots   *prometheus.CounterVec
+	started     prometheus.Gauge
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -21,7 +22,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.1, 4, 10),
 		}, []string{"job", "phase"}),
 		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "cairn_zrepl_last_success_timestamp_seconds", Help: "Unix time of the job's last run without errors.",
+			Name: "cairn_zrepl_last_success_timestamp_seconds", Help: "Unix time of the job's last run without errors; 0 until the first since the daemon started.",
 		}, []string{"job"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cairn_zrepl_errors_total", Help: "Failed snapshot, replication and pruning runs.",
@@ -32,7 +33,10 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cairn_zrepl_snapshots_taken_total", Help: "Snapshots taken by the snapshotter.",
 		}, []string{"job"}),
+		started: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cairn_zrepl_daemon_start_timestamp_seconds", Help: "Unix time the daemon started running its jobs.",
+		}),
 	}
-	reg.MustRegister(m.bytes, m.duration, m.lastSuccess, m.errors, m.pruned, m.snapshots)
+	reg.MustRegister(m.bytes, m.duration, m.lastSuccess, m.errors, m.pruned, m.snapshots, m.started)
 	return m
 }
