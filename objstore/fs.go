@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"syscall"
 )
 
@@ -26,9 +25,10 @@ const fsTmpPrefix = ".cairn-tmp-"
 // systems accept.
 const fsMaxSegment = 255
 
+// fsStore is the file backend behind Guard, which checks the store, the
+// context and the key (validateFSKey) before each call.
 type fsStore struct {
-	root   string
-	closed atomic.Bool
+	root string
 }
 
 func openFS(_ context.Context, u *url.URL) (Store, error) {
@@ -49,7 +49,7 @@ func openFS(_ context.Context, u *url.URL) (Store, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("objstore fs: root %s is not a directory", root)
 	}
-	return &fsStore{root: root}, nil
+	return Guard("fs", &fsStore{root: root}, validateFSKey), nil
 }
 
 // validateFSKey adds the fs backend's own rules to ValidateKey.
@@ -70,18 +70,9 @@ func validateFSKey(key string) error {
 
 func (s *fsStore) err(op, key string, err error) error { return &OpError{"fs", op, key, err} }
 
-// path checks the store, the context and the key, and returns the key's file.
-func (s *fsStore) path(ctx context.Context, op, key string) (string, error) {
-	if s.closed.Load() {
-		return "", s.err(op, key, errClosed)
-	}
-	if err := ctx.Err(); err != nil {
-		return "", s.err(op, key, err)
-	}
-	if err := validateFSKey(key); err != nil {
-		return "", s.err(op, key, err)
-	}
-	return filepath.Join(s.root, filepath.FromSlash(key)), nil
+// path returns the file of a key that Guard has validated.
+func (s *fsStore) path(key string) string {
+	return filepath.Join(s.root, filepath.FromSlash(key))
 }
 
 // rel names a path under the root by its key, for error messages.
@@ -159,10 +150,7 @@ func (s *fsStore) tempFile(dir string) (*os.File, error) {
 }
 
 func (s *fsStore) write(ctx context.Context, op, key string, r io.Reader, size int64, excl bool) (err error) {
-	p, err := s.path(ctx, op, key)
-	if err != nil {
-		return err
-	}
+	p := s.path(key)
 	if fi, err := os.Lstat(p); err == nil && fi.IsDir() {
 		return s.err(op, key, fmt.Errorf("%q is a folder of other keys, so it cannot also be an object", key))
 	} else if err == nil && excl {
@@ -182,19 +170,18 @@ func (s *fsStore) write(ctx context.Context, op, key string, r io.Reader, size i
 			os.Remove(tmp)
 		}
 	}()
-	cr := ctxReader{ctx, r}
 	if size >= 0 {
-		n, err := io.Copy(f, io.LimitReader(cr, size))
+		n, err := io.Copy(f, io.LimitReader(r, size))
 		if err != nil {
 			return s.err(op, key, fmt.Errorf("writing %s: %w", tmp, err))
 		}
 		if n < size {
 			return s.err(op, key, errSizeMismatch(size, n, false))
 		}
-		if err := expectEOF(cr, size); err != nil {
+		if err := ExpectEOF(r, size); err != nil {
 			return s.err(op, key, err)
 		}
-	} else if _, err := io.Copy(f, cr); err != nil {
+	} else if _, err := io.Copy(f, r); err != nil {
 		return s.err(op, key, fmt.Errorf("writing %s: %w", tmp, err))
 	}
 	if err := f.Sync(); err != nil {
@@ -252,14 +239,7 @@ type fsReader struct {
 func (r fsReader) Close() error { return r.f.Close() }
 
 func (s *fsStore) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	p, err := s.path(ctx, "get", key)
-	if err != nil {
-		return nil, err
-	}
-	if offset < 0 {
-		return nil, s.err("get", key, fmt.Errorf("negative offset %d", offset))
-	}
-	f, err := os.Open(p)
+	f, err := os.Open(s.path(key))
 	if notExist(err) {
 		return nil, s.err("get", key, ErrNotExist)
 	}
@@ -287,12 +267,8 @@ func (s *fsStore) Get(ctx context.Context, key string, offset, length int64) (io
 	return fsReader{r, f}, nil
 }
 
-func (s *fsStore) Stat(ctx context.Context, key string) (ObjectInfo, error) {
-	p, err := s.path(ctx, "stat", key)
-	if err != nil {
-		return ObjectInfo{}, err
-	}
-	fi, err := os.Stat(p)
+func (s *fsStore) Stat(_ context.Context, key string) (ObjectInfo, error) {
+	fi, err := os.Stat(s.path(key))
 	if notExist(err) || (err == nil && !fi.Mode().IsRegular()) {
 		return ObjectInfo{}, s.err("stat", key, ErrNotExist)
 	}
@@ -302,11 +278,8 @@ func (s *fsStore) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 	return ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()}, nil
 }
 
-func (s *fsStore) Delete(ctx context.Context, key string) error {
-	p, err := s.path(ctx, "delete", key)
-	if err != nil {
-		return err
-	}
+func (s *fsStore) Delete(_ context.Context, key string) error {
+	p := s.path(key)
 	// unlink, not os.Remove: a folder of other keys is no object to delete.
 	if err := syscall.Unlink(p); err != nil {
 		if notExist(err) || errors.Is(err, syscall.EISDIR) {
@@ -325,14 +298,6 @@ func (s *fsStore) Delete(ctx context.Context, key string) error {
 
 func (s *fsStore) List(ctx context.Context, prefix string) iter.Seq2[ObjectInfo, error] {
 	return func(yield func(ObjectInfo, error) bool) {
-		if s.closed.Load() {
-			yield(ObjectInfo{}, s.err("list", prefix, errClosed))
-			return
-		}
-		if err := ctx.Err(); err != nil {
-			yield(ObjectInfo{}, s.err("list", prefix, err))
-			return
-		}
 		dir, name := "", prefix
 		if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
 			dir, name = prefix[:i], prefix[i+1:]
@@ -415,7 +380,5 @@ func (s *fsStore) walk(ctx context.Context, prefix, dir, name string, yield func
 	return true
 }
 
-func (s *fsStore) Close() error {
-	s.closed.Store(true)
-	return nil
-}
+// Close does nothing: Guard marks the store closed.
+func (s *fsStore) Close() error { return nil }

@@ -1,7 +1,6 @@
 package objstore
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -79,20 +78,6 @@ func (e *OpError) Error() string {
 // Unwrap returns the cause.
 func (e *OpError) Unwrap() error { return e.Err }
 
-// ctxReader fails reads once its context is done, so that long copies stop
-// promptly on cancellation.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // errSizeMismatch reports that a reader did not hold the announced size.
 func errSizeMismatch(want, got int64, more bool) error {
 	if more {
@@ -102,43 +87,25 @@ func errSizeMismatch(want, got int64, more bool) error {
 }
 
 // readAllSized reads r to its end, checking that it holds exactly size bytes
-// when size >= 0.
-func readAllSized(ctx context.Context, r io.Reader, size int64) ([]byte, error) {
-	cr := ctxReader{ctx, r}
+// when size >= 0. Under Guard, r fails once the Put's context is done.
+func readAllSized(r io.Reader, size int64) ([]byte, error) {
 	if size < 0 {
-		b, err := io.ReadAll(cr)
+		b, err := io.ReadAll(r)
 		if err != nil {
 			return nil, fmt.Errorf("reading the object: %w", err)
 		}
 		return b, nil
 	}
 	b := make([]byte, size)
-	n, err := io.ReadFull(cr, b)
+	n, err := io.ReadFull(r, b)
 	if err == io.ErrUnexpectedEOF || err == io.EOF {
 		return nil, errSizeMismatch(size, int64(n), false)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading the object: %w", err)
 	}
-	if err := expectEOF(cr, size); err != nil {
+	if err := ExpectEOF(r, size); err != nil {
 		return nil, err
 	}
 	return b, nil
-}
-
-// expectEOF checks that r holds no byte beyond the announced size.
-func expectEOF(r io.Reader, size int64) error {
-	var one [1]byte
-	for {
-		n, err := r.Read(one[:])
-		if n > 0 {
-			return errSizeMismatch(size, size+1, true)
-		}
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("reading the object: %w", err)
-		}
-	}
 }

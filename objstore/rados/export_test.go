@@ -11,7 +11,7 @@ import (
 // CountParts returns how many part objects the store's parts namespace holds.
 func CountParts(t *testing.T, s objstore.Store) int {
 	t.Helper()
-	it, err := s.(*store).parts.Iter()
+	it, err := s.(interface{ Unwrap() objstore.Store }).Unwrap().(*store).parts.Iter()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	librados "github.com/ceph/go-ceph/rados"
@@ -100,6 +99,8 @@ func decodeHeader(b []byte) (header, error) {
 	return h, nil
 }
 
+// store is the rados backend behind objstore.Guard, which checks the store,
+// the context and the key before each call.
 type store struct {
 	conn     *librados.Conn
 	parts    *librados.IOContext // the parts namespace
@@ -109,7 +110,6 @@ type store struct {
 	pool, ns string
 	prefix   string // "" or ends with "/"
 	partSize int64
-	closed   atomic.Bool
 	once     sync.Once
 }
 
@@ -213,7 +213,7 @@ func open(ctx context.Context, u *url.URL) (objstore.Store, error) {
 	if limit := osdLimit(conn); s.partSize > limit {
 		s.partSize = limit
 	}
-	return s, nil
+	return objstore.Guard("rados", s, nil), nil
 }
 
 // osdLimit asks the monitors for the OSDs' object and write size limits and
@@ -253,20 +253,6 @@ func osdLimit(conn *librados.Conn) int64 {
 
 func (s *store) err(op, key string, err error) error {
 	return &objstore.OpError{Backend: "rados", Op: op, Key: key, Err: err}
-}
-
-// check validates a key and the store's state before an operation.
-func (s *store) check(ctx context.Context, op, key string) error {
-	if s.closed.Load() {
-		return s.err(op, key, errors.New("store is closed"))
-	}
-	if err := objstore.ValidateKey(key); err != nil {
-		return s.err(op, key, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return s.err(op, key, err)
-	}
-	return nil
 }
 
 func (s *store) oid(key string) string { return s.prefix + key }
@@ -330,10 +316,8 @@ func (s *store) Create(ctx context.Context, key string, r io.Reader, size int64)
 	return s.put(ctx, "create", key, r, size, true)
 }
 
+// put stores r; under objstore.Guard, r fails once ctx is done.
 func (s *store) put(ctx context.Context, op, key string, r io.Reader, size int64, excl bool) error {
-	if err := s.check(ctx, op, key); err != nil {
-		return err
-	}
 	ioc, err := s.ioc(key)
 	if err != nil {
 		return s.err(op, key, err)
@@ -346,7 +330,7 @@ func (s *store) put(ctx context.Context, op, key string, r io.Reader, size int64
 	}
 	buf := make([]byte, hdrLen, hdrLen+first)
 	buf = buf[:hdrLen+first]
-	n, err := io.ReadFull(ctxReader{ctx, r}, buf[hdrLen:])
+	n, err := io.ReadFull(r, buf[hdrLen:])
 	switch {
 	case err == io.ErrUnexpectedEOF || err == io.EOF:
 		if size >= 0 {
@@ -358,7 +342,7 @@ func (s *store) put(ctx context.Context, op, key string, r io.Reader, size int64
 	buf = buf[:hdrLen+n]
 	if int64(n) <= s.partSize {
 		if size >= 0 {
-			if err := objstore.ExpectEOF(ctxReader{ctx, r}, size); err != nil {
+			if err := objstore.ExpectEOF(r, size); err != nil {
 				return s.err(op, key, err)
 			}
 		}
@@ -412,7 +396,7 @@ func (s *store) putParts(ctx context.Context, ioc *librados.IOContext, op, key, 
 		s.deleteParts(oid, h)
 		return s.err(op, key, err)
 	}
-	src := io.MultiReader(bytes.NewReader(first), ctxReader{ctx, r})
+	src := io.MultiReader(bytes.NewReader(first), r)
 	buf := make([]byte, chunkSize)
 	for part := int64(0); ; part++ {
 		var inPart int64
@@ -457,12 +441,6 @@ func (s *store) deleteParts(oid string, h header) {
 }
 
 func (s *store) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	if err := s.check(ctx, "get", key); err != nil {
-		return nil, err
-	}
-	if offset < 0 {
-		return nil, s.err("get", key, fmt.Errorf("negative offset %d", offset))
-	}
 	ioc, err := s.ioc(key)
 	if err != nil {
 		return nil, s.err("get", key, err)
@@ -594,10 +572,7 @@ func (p *partReader) Close() error {
 	return nil
 }
 
-func (s *store) Stat(ctx context.Context, key string) (objstore.ObjectInfo, error) {
-	if err := s.check(ctx, "stat", key); err != nil {
-		return objstore.ObjectInfo{}, err
-	}
+func (s *store) Stat(_ context.Context, key string) (objstore.ObjectInfo, error) {
 	ioc, err := s.ioc(key)
 	if err != nil {
 		return objstore.ObjectInfo{}, s.err("stat", key, err)
@@ -609,10 +584,7 @@ func (s *store) Stat(ctx context.Context, key string) (objstore.ObjectInfo, erro
 	return objstore.ObjectInfo{Key: key, Size: h.size, ModTime: time.Unix(0, h.mtime)}, nil
 }
 
-func (s *store) Delete(ctx context.Context, key string) error {
-	if err := s.check(ctx, "delete", key); err != nil {
-		return err
-	}
+func (s *store) Delete(_ context.Context, key string) error {
 	ioc, err := s.ioc(key)
 	if err != nil {
 		return s.err("delete", key, err)
@@ -637,14 +609,6 @@ func (s *store) Delete(ctx context.Context, key string) error {
 func (s *store) List(ctx context.Context, prefix string) iter.Seq2[objstore.ObjectInfo, error] {
 	return func(yield func(objstore.ObjectInfo, error) bool) {
 		fail := func(err error) { yield(objstore.ObjectInfo{}, s.err("list", prefix, err)) }
-		if s.closed.Load() {
-			fail(errors.New("store is closed"))
-			return
-		}
-		if err := ctx.Err(); err != nil {
-			fail(err)
-			return
-		}
 		keys, err := s.names(ctx, prefix)
 		if err != nil {
 			fail(err)
@@ -735,7 +699,6 @@ func (s *store) names(ctx context.Context, prefix string) ([]string, error) {
 
 func (s *store) Close() error {
 	s.once.Do(func() {
-		s.closed.Store(true)
 		for _, ioc := range s.ios {
 			ioc.Destroy()
 		}
@@ -744,17 +707,4 @@ func (s *store) Close() error {
 		s.conn.Shutdown()
 	})
 	return nil
-}
-
-// ctxReader fails reads once its context is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

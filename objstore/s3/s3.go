@@ -81,7 +81,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -116,6 +115,8 @@ const (
 
 func init() { objstore.Register("s3", open) }
 
+// store is the s3 backend behind objstore.Guard, which checks the store, the
+// context and the key before each call.
 type store struct {
 	cli         *s3.Client
 	httpClient  aws.HTTPClient
@@ -129,8 +130,6 @@ type store struct {
 	probeMu sync.Mutex
 	probed  bool
 	condOK  bool
-
-	closed atomic.Bool
 }
 
 func parseBool(name, v string) (bool, error) {
@@ -263,7 +262,7 @@ func open(ctx context.Context, u *url.URL) (objstore.Store, error) {
 		}
 		o.UsePathStyle = pathStyle
 	})
-	return s, nil
+	return objstore.Guard("s3", s, nil), nil
 }
 
 // extraRetryable retries what the SDK's defaults do not: a response cut off
@@ -316,36 +315,10 @@ func (s *store) err(op, key string, err error) error {
 	return &objstore.OpError{Backend: "s3", Op: op, Key: key, Err: err}
 }
 
-func (s *store) check(ctx context.Context, op, key string) error {
-	if s.closed.Load() {
-		return &objstore.OpError{Backend: "s3", Op: op, Key: key, Err: errors.New("store is closed")}
-	}
-	if err := ctx.Err(); err != nil {
-		return &objstore.OpError{Backend: "s3", Op: op, Key: key, Err: err}
-	}
-	if err := objstore.ValidateKey(key); err != nil {
-		return &objstore.OpError{Backend: "s3", Op: op, Key: key, Err: err}
-	}
-	return nil
-}
-
 func token() string {
 	var b [16]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// ctxReader fails reads once its context is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // readFull reads up to len(buf) bytes, returning how many and whether r is
@@ -366,9 +339,6 @@ func (s *store) Put(ctx context.Context, key string, r io.Reader, size int64) er
 }
 
 func (s *store) Create(ctx context.Context, key string, r io.Reader, size int64) error {
-	if err := s.check(ctx, "create", key); err != nil {
-		return err
-	}
 	if size > s.partSize {
 		return s.err("create", key, fmt.Errorf("%w: conditional create of objects larger than part_size (%d bytes) needs a multipart upload, which the s3 backend cannot make conditional", objstore.ErrNotSupported, s.partSize))
 	}
@@ -383,11 +353,8 @@ func (s *store) Create(ctx context.Context, key string, r io.Reader, size int64)
 }
 
 // put uploads r in one PutObject when it fits in a part, else part by part.
+// Under objstore.Guard, r fails once ctx is done.
 func (s *store) put(ctx context.Context, op, key string, r io.Reader, size int64, excl bool) error {
-	if err := s.check(ctx, op, key); err != nil {
-		return err
-	}
-	cr := ctxReader{ctx, r}
 	want := s.partSize
 	if size >= 0 && size <= s.partSize {
 		want = size
@@ -400,11 +367,11 @@ func (s *store) put(ctx context.Context, op, key string, r io.Reader, size int64
 	)
 	if size >= 0 {
 		buf = make([]byte, want)
-		n, eof, err = readFull(cr, buf)
+		n, eof, err = readFull(r, buf)
 	} else {
 		// Unknown size: grow with what arrives rather than allocate a whole
 		// part for what is often a small object.
-		buf, err = io.ReadAll(io.LimitReader(cr, want))
+		buf, err = io.ReadAll(io.LimitReader(r, want))
 		n, eof = len(buf), int64(len(buf)) < want
 		if err != nil {
 			err = fmt.Errorf("reading the object: %w", err)
@@ -418,7 +385,7 @@ func (s *store) put(ctx context.Context, op, key string, r io.Reader, size int64
 		return s.err(op, key, fmt.Errorf("reader ended after %d of the announced %d bytes: %w", n, size, io.ErrUnexpectedEOF))
 	}
 	if size >= 0 && size == int64(n) && !eof {
-		if err := objstore.ExpectEOF(cr, size); err != nil {
+		if err := objstore.ExpectEOF(r, size); err != nil {
 			return s.err(op, key, err)
 		}
 		eof = true
@@ -429,7 +396,7 @@ func (s *store) put(ctx context.Context, op, key string, r io.Reader, size int64
 	if excl {
 		return s.err(op, key, fmt.Errorf("%w: conditional create of objects larger than part_size (%d bytes) needs a multipart upload, which the s3 backend cannot make conditional", objstore.ErrNotSupported, s.partSize))
 	}
-	return s.multipart(ctx, key, buf, cr, size)
+	return s.multipart(ctx, key, buf, r, size)
 }
 
 func (s *store) putObject(ctx context.Context, op, key string, body []byte, excl bool) error {
@@ -654,12 +621,6 @@ func (s *store) multipart(ctx context.Context, key string, first []byte, r io.Re
 }
 
 func (s *store) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	if err := s.check(ctx, "get", key); err != nil {
-		return nil, err
-	}
-	if offset < 0 {
-		return nil, s.err("get", key, fmt.Errorf("negative offset %d", offset))
-	}
 	if length == 0 {
 		if _, err := s.stat(ctx, "get", key); err != nil {
 			return nil, err
@@ -797,16 +758,10 @@ func (s *store) stat(ctx context.Context, op, key string) (objstore.ObjectInfo, 
 }
 
 func (s *store) Stat(ctx context.Context, key string) (objstore.ObjectInfo, error) {
-	if err := s.check(ctx, "stat", key); err != nil {
-		return objstore.ObjectInfo{}, err
-	}
 	return s.stat(ctx, "stat", key)
 }
 
 func (s *store) Delete(ctx context.Context, key string) error {
-	if err := s.check(ctx, "delete", key); err != nil {
-		return err
-	}
 	_, err := s.cli.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: aws.String(s.prefix + key)})
 	if err != nil && !isNotFound(err) {
 		return s.err("delete", key, err)
@@ -816,13 +771,6 @@ func (s *store) Delete(ctx context.Context, key string) error {
 
 func (s *store) List(ctx context.Context, prefix string) iter.Seq2[objstore.ObjectInfo, error] {
 	return func(yield func(objstore.ObjectInfo, error) bool) {
-		if s.closed.Load() {
-			yield(objstore.ObjectInfo{}, &objstore.OpError{Backend: "s3", Op: "list", Key: prefix, Err: errors.New("store is closed")})
-			return
-		}
-		if strings.ContainsFunc(prefix, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-			return // no valid key holds a control character
-		}
 		p := s3.NewListObjectsV2Paginator(s.cli, &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(s.prefix + prefix)})
 		for p.HasMorePages() {
 			page, err := p.NextPage(ctx)
@@ -844,7 +792,6 @@ func (s *store) List(ctx context.Context, prefix string) iter.Seq2[objstore.Obje
 }
 
 func (s *store) Close() error {
-	s.closed.Store(true)
 	if c, ok := s.httpClient.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
