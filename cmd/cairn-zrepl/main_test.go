@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/internal/cli"
 	"github.com/cairn-backup/cairn/internal/testenv"
 	"github.com/cairn-backup/cairn/zfsrepl"
 	"github.com/cairn-backup/cairn/zfsrepl/transport/transporttest"
@@ -20,8 +22,13 @@ import (
 func TestMain(m *testing.M) { os.Exit(testenv.RunInZFSVM(m)) }
 
 func runCLI(args ...string) (code int, stdout, stderr string) {
+	return runEnv(context.Background(), nil, args...)
+}
+
+// runEnv runs a command line with ctx and the environment env.
+func runEnv(ctx context.Context, env map[string]string, args ...string) (code int, stdout, stderr string) {
 	var o, e bytes.Buffer
-	code = run(args, &o, &e)
+	code = run(ctx, args, cli.IO{In: strings.NewReader(""), Out: &o, Err: &e, Getenv: func(k string) string { return env[k] }})
 	return code, o.String(), e.String()
 }
 
@@ -88,7 +95,12 @@ func TestUsage(t *testing.T) {
 		{[]string{"replicate", "--config", cfg, "sink"}, 2},
 		{[]string{"replicate", "--config", "/nonexistent.yml", "push"}, 2},
 		{[]string{"serve", "--config", cfg, "push"}, 2},
-		{[]string{"nonsense"}, 1},
+		{[]string{"nonsense"}, 2},
+		{[]string{"--log-level", "loud", "configcheck", "--config", cfg}, 2},
+		{[]string{"--log-format", "xml", "configcheck", "--config", cfg}, 2},
+		{[]string{"configcheck", "--config", cfg}, 0},
+		{[]string{"--config", cfg, "configcheck", "--log-level", "debug", "--log-format", "json"}, 0},
+		{[]string{"version"}, 0},
 	} {
 		if code, _, stderr := runCLI(c.args...); code != c.code {
 			t.Errorf("%v: exit %d, want %d (%s)", c.args, code, c.code, stderr)

@@ -55,13 +55,13 @@ type Config struct {
 // Ignored is a key of the file that cairn accepts but does not act on.
 type Ignored struct {
 	// Line of the key in the file.
-	Line int
+	Line int `json:"line"`
 	// Job is the job the key belongs to, "" for global keys.
-	Job string
+	Job string `json:"job,omitempty"`
 	// Key is the key's path, such as replication.protection.
-	Key string
+	Key string `json:"key"`
 	// Reason says what cairn does instead.
-	Reason string
+	Reason string `json:"reason"`
 }
 
 // String reads `line N: job "x": KEY is accepted but ignored: REASON`.
