@@ -14,12 +14,18 @@ import (
 	librbd "github.com/ceph/go-ceph/rbd"
 
 	"github.com/cairn-backup/cairn/blockdiff"
-	cephrados "github.com/cairn-backup/cairn/objstore/rados"
+	"github.com/cairn-backup/cairn/internal/ceph"
 )
 
-// ConnConfig says how to reach the cluster; see objstore/rados.ConnConfig.
+// ConnConfig says how to reach the cluster: the ceph.conf path, the client ID,
+// a keyring path and the connect and operation timeout (0: DefaultTimeout).
 // The zero value follows the standard Ceph environment (CEPH_CONF, CEPH_ARGS).
-type ConnConfig = cephrados.ConnConfig
+// objstore/rados connects the same way.
+type ConnConfig = ceph.ConnConfig
+
+// DefaultTimeout is the connect and operation timeout of a ConnConfig whose
+// Timeout is zero.
+const DefaultTimeout = ceph.DefaultTimeout
 
 // Conn is a connection to a Ceph cluster for RBD sources and restores. It is
 // safe for concurrent use.
@@ -29,7 +35,7 @@ type Conn struct {
 
 // Connect connects to the cluster that cfg names.
 func Connect(cfg ConnConfig) (*Conn, error) {
-	conn, err := cephrados.Connect(cfg)
+	conn, err := ceph.Connect(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("rbd: %w", err)
 	}
@@ -41,7 +47,7 @@ func (c *Conn) Close() { c.conn.Shutdown() }
 
 // ioctx opens the pool (and namespace) of u.
 func (c *Conn) ioctx(u URL) (*librados.IOContext, error) {
-	ioctx, err := cephrados.OpenPool(c.conn, u.Pool)
+	ioctx, err := ceph.OpenPool(c.conn, u.Pool)
 	if err != nil {
 		return nil, fmt.Errorf("rbd: %w", err)
 	}

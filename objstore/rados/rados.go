@@ -22,6 +22,7 @@ import (
 
 	librados "github.com/ceph/go-ceph/rados"
 
+	"github.com/cairn-backup/cairn/internal/ceph"
 	"github.com/cairn-backup/cairn/objstore"
 )
 
@@ -187,7 +188,7 @@ func open(ctx context.Context, u *url.URL) (objstore.Store, error) {
 		return nil, err
 	}
 	timeout, _ := time.ParseDuration(q.Get("timeout"))
-	conn, err := Connect(ConnConfig{Conf: q.Get("conf"), User: q.Get("id"), Keyring: q.Get("keyring"), Timeout: timeout})
+	conn, err := ceph.Connect(ceph.ConnConfig{Conf: q.Get("conf"), User: q.Get("id"), Keyring: q.Get("keyring"), Timeout: timeout})
 	if err != nil {
 		return nil, fmt.Errorf("objstore rados: %w", err)
 	}
@@ -198,12 +199,12 @@ func open(ctx context.Context, u *url.URL) (objstore.Store, error) {
 	if v := q.Get("part_size"); v != "" {
 		s.partSize, _ = strconv.ParseInt(v, 10, 64)
 	}
-	if s.parts, err = OpenPool(conn, pool); err != nil {
+	if s.parts, err = ceph.OpenPool(conn, pool); err != nil {
 		conn.Shutdown()
 		return nil, fmt.Errorf("objstore rados: %w", err)
 	}
 	s.parts.SetNamespace(s.ns + ".parts")
-	if s.all, err = OpenPool(conn, pool); err != nil {
+	if s.all, err = ceph.OpenPool(conn, pool); err != nil {
 		s.parts.Destroy()
 		conn.Shutdown()
 		return nil, fmt.Errorf("objstore rados: %w", err)
@@ -274,7 +275,7 @@ func (s *store) ioc(key string) (*librados.IOContext, error) {
 	if ioc, ok := s.ios[ns]; ok {
 		return ioc, nil
 	}
-	ioc, err := OpenPool(s.conn, s.pool)
+	ioc, err := ceph.OpenPool(s.conn, s.pool)
 	if err != nil {
 		return nil, err
 	}
