@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -26,20 +27,23 @@ type CleanupOptions struct {
 
 // CleanupResult says what Cleanup found and did.
 type CleanupResult struct {
-	DryRun          bool    `json:"dry_run"`
-	Versions        int     `json:"versions"`
-	Objects         int     `json:"objects"`          // data objects listed
-	StoredBytes     int64   `json:"stored_bytes"`     // their size
-	Referenced      int     `json:"referenced"`       // objects some version references
-	Young           int     `json:"young"`            // unreferenced, kept by the grace period
-	Deleted         int     `json:"deleted"`          // unreferenced objects deleted (or, dry, to delete)
-	DeletedBytes    int64   `json:"deleted_bytes"`    // their size
-	Missing         int     `json:"missing"`          // referenced objects not found (run scrub)
-	SegmentsBefore  int     `json:"segments_before"`  // index segments before compaction
-	SegmentsAfter   int     `json:"segments_after"`   // and after
-	IndexEntries    int     `json:"index_entries"`    // entries of the compacted index
-	MarkedAbandoned int     `json:"marked_abandoned"` // incomplete versions older than the grace marked invalid
-	Duration        float64 `json:"duration_seconds"`
+	DryRun          bool  `json:"dry_run"`
+	Versions        int   `json:"versions"`
+	Objects         int   `json:"objects"`          // data objects listed
+	StoredBytes     int64 `json:"stored_bytes"`     // their size
+	Referenced      int   `json:"referenced"`       // objects some version references
+	Young           int   `json:"young"`            // unreferenced, kept by the grace period
+	Deleted         int   `json:"deleted"`          // unreferenced objects deleted (or, dry, to delete)
+	DeletedBytes    int64 `json:"deleted_bytes"`    // their size
+	Missing         int   `json:"missing"`          // referenced objects not found (run scrub)
+	SegmentsBefore  int   `json:"segments_before"`  // index segments before compaction
+	SegmentsAfter   int   `json:"segments_after"`   // and after
+	IndexEntries    int   `json:"index_entries"`    // entries of the compacted index
+	MarkedAbandoned int   `json:"marked_abandoned"` // incomplete versions older than the grace marked invalid
+	// DamagedSegments are the index segments that did not decode; the
+	// compaction replaced them (a dry run only reports them).
+	DamagedSegments []string `json:"damaged_segments,omitempty"`
+	Duration        float64  `json:"duration_seconds"`
 }
 
 // Cleanup deletes the data objects that no version references and that are
@@ -81,6 +85,9 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 	if err != nil {
 		return nil, err
 	}
+	if err := refuseDamaged(versions); err != nil {
+		return nil, err
+	}
 	res.Versions = len(versions)
 	refs := map[ID]int64{} // object -> plaintext length
 	validRef := map[ID]bool{}
@@ -99,11 +106,15 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 		}
 	}
 	// 2. The index as it is, and the data objects.
-	idx, segs, err := r.readIndex(ctx)
+	// A damaged segment is left out: the index is only a dedup hint, and
+	// what is deleted is decided by the manifests and data/ alone. The
+	// compaction below replaces it.
+	idx, segs, damagedSegs, err := r.readIndex(ctx)
 	if err != nil {
 		return nil, err
 	}
-	res.SegmentsBefore = len(segs)
+	res.SegmentsBefore = len(segs) + len(damagedSegs)
+	res.DamagedSegments = damagedSegs
 	var del []ID
 	var keep []indexEntry
 	found := map[ID]bool{}
@@ -155,7 +166,7 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 	// crash leaves extra entries (objects not deleted yet) but never drops
 	// an object that stays. Every segment that lists a deleted object is
 	// replaced, which tells other processes to reload their dedup sets.
-	if len(del) > 0 || len(segs) > 1 || len(keep) != len(idx) {
+	if len(del) > 0 || len(segs) > 1 || len(keep) != len(idx) || len(damagedSegs) > 0 {
 		slices.SortFunc(keep, func(a, b indexEntry) int { return compareID(a.ID, b.ID) })
 		if err := lock.Check(); err != nil {
 			return nil, err
@@ -163,7 +174,7 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 		if err := r.putSegments(ctx, keep); err != nil {
 			return nil, err
 		}
-		for _, key := range segs {
+		for _, key := range append(segs, damagedSegs...) {
 			if err := r.store.Delete(ctx, key); err != nil {
 				return nil, fmt.Errorf("blockdiff: delete index segment %s: %w", key, err)
 			}
@@ -224,4 +235,20 @@ func compareID(a, b ID) int {
 		}
 	}
 	return 0
+}
+
+// refuseDamaged fails a cleanup when a manifest is damaged: what it
+// references is unknown, so no object can be proven unreferenced.
+func refuseDamaged(versions []*Version) error {
+	var ids []string
+	for _, v := range versions {
+		if v.Status == StatusDamaged {
+			ids = append(ids, v.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	return fmt.Errorf("blockdiff: cleanup: %d damaged version manifests (%s): what they reference is unknown, so nothing can be deleted safely; "+
+		"remove them (rm) or put back a good copy, then run cleanup again: %w", len(ids), strings.Join(ids, ", "), ErrCorrupt)
 }

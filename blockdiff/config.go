@@ -465,10 +465,18 @@ func newRepository(store objstore.Store, cfg Config, master []byte, opts Options
 	if opts.Compression == 0 {
 		opts.Compression = zstd.SpeedFastest
 	}
-	if opts.LockTTL <= 0 {
+	switch {
+	case opts.LockTTL < 0 || opts.LockTTL > MaxLockTTL:
+		// Other clients ignore a lock whose key says more than MaxLockTTL:
+		// such a lock would protect nothing.
+		return nil, fmt.Errorf("blockdiff: lock TTL %s: want 0 (the default, %s) or a duration up to %s", opts.LockTTL, DefaultLockTTL, MaxLockTTL)
+	case opts.LockTTL == 0:
 		opts.LockTTL = DefaultLockTTL
 	}
-	if opts.LockWait <= 0 {
+	if opts.LockWait < 0 {
+		return nil, fmt.Errorf("blockdiff: lock wait %s: want 0 (the default, %s) or more", opts.LockWait, DefaultLockWait)
+	}
+	if opts.LockWait == 0 {
 		opts.LockWait = DefaultLockWait
 	}
 	log := opts.Logger

@@ -32,38 +32,51 @@ func (r *Repository) listIndex(ctx context.Context) ([]string, error) {
 
 // readSegments reads index segments in parallel and calls add for each (under
 // a mutex). Segments deleted since they were listed are skipped and left out
-// of the returned keys: a missing entry only costs a re-upload.
-func (r *Repository) readSegments(ctx context.Context, keys []string, add func(key string, e []indexEntry)) ([]string, error) {
+// of the returned keys: a missing entry only costs a re-upload. Damaged
+// segments (they do not decode or authenticate) are skipped too, logged, and
+// returned in damaged: an index entry is only ever a dedup hint, so a lost
+// segment costs re-uploads, never data. Errors of the store fail the read.
+func (r *Repository) readSegments(ctx context.Context, keys []string, add func(key string, e []indexEntry)) (read, damaged []string, err error) {
 	var mu sync.Mutex
-	read := make([]bool, len(keys))
-	err := r.parallel(ctx, len(keys), func(ctx context.Context, i int) error {
+	state := make([]byte, len(keys)) // 0 gone, 1 read, 2 damaged
+	err = r.parallel(ctx, len(keys), func(ctx context.Context, i int) error {
 		plain, err := r.getMeta(ctx, keys[i])
 		if errors.Is(err, objstore.ErrNotExist) {
+			return nil
+		}
+		var entries []indexEntry
+		if err == nil {
+			if entries, err = decodeIndex(plain); err != nil {
+				err = fmt.Errorf("blockdiff: %s: %w", keys[i], err)
+			}
+		}
+		if isDamage(err) {
+			r.log.Warn("damaged index segment: treated as absent (costs only dedup; cleanup or repair index replaces it)",
+				"segment", keys[i], "err", err)
+			state[i] = 2
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		entries, err := decodeIndex(plain)
-		if err != nil {
-			return fmt.Errorf("blockdiff: %s: %w", keys[i], err)
-		}
 		mu.Lock()
 		defer mu.Unlock()
-		read[i] = true
+		state[i] = 1
 		add(keys[i], entries)
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var out []string
-	for i, ok := range read {
-		if ok {
-			out = append(out, keys[i])
+	for i, st := range state {
+		switch st {
+		case 1:
+			read = append(read, keys[i])
+		case 2:
+			damaged = append(damaged, keys[i])
 		}
 	}
-	return out, nil
+	return read, damaged, nil
 }
 
 // refreshDedup brings the dedup set up to date with the index: new segments
@@ -102,7 +115,7 @@ func (r *Repository) refreshDedup(ctx context.Context) error {
 		}
 	}
 	set := make(map[ID]struct{})
-	read, err := r.readSegments(ctx, fresh, func(_ string, entries []indexEntry) {
+	read, _, err := r.readSegments(ctx, fresh, func(_ string, entries []indexEntry) {
 		for _, e := range entries {
 			set[e.ID] = struct{}{}
 		}
@@ -171,17 +184,18 @@ func (r *Repository) donePending(key string, entries []indexEntry, written bool)
 	}
 }
 
-// readIndex reads every index segment into one map, by object.
-func (r *Repository) readIndex(ctx context.Context) (map[ID]indexEntry, []string, error) {
+// readIndex reads every index segment into one map, by object, and returns
+// the keys of the segments read and of the damaged ones (skipped).
+func (r *Repository) readIndex(ctx context.Context) (idx map[ID]indexEntry, read, damaged []string, err error) {
 	keys, err := r.listIndex(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	idx := make(map[ID]indexEntry)
-	read, err := r.readSegments(ctx, keys, func(_ string, entries []indexEntry) {
+	idx = make(map[ID]indexEntry)
+	read, damaged, err = r.readSegments(ctx, keys, func(_ string, entries []indexEntry) {
 		for _, e := range entries {
 			idx[e.ID] = e
 		}
 	})
-	return idx, read, err
+	return idx, read, damaged, err
 }

@@ -46,6 +46,9 @@ type EnforceResult struct {
 	DryRun  bool                `json:"dry_run"`
 	Now     time.Time           `json:"now"`
 	Volumes []VolumeEnforcement `json:"volumes"`
+	// Damaged are the version manifests that could not be read (their
+	// volume is unknown): skipped, with a warning.
+	Damaged []EnforceDecision `json:"damaged,omitempty"`
 }
 
 // Enforce applies a retention policy (retention.Parse: Benji rules such as
@@ -73,7 +76,13 @@ func (r *Repository) EnforcePolicy(ctx context.Context, policy retention.Policy,
 		return nil, err
 	}
 	byVol := map[string][]*Version{}
+	var damaged []EnforceDecision
 	for _, v := range vs {
+		if v.Status == StatusDamaged { // its volume is unknown: never counted nor removed
+			r.log.Warn("enforce skips a damaged version manifest (remove it with rm)", "version", v.ID, "err", v.Error)
+			damaged = append(damaged, EnforceDecision{ID: v.ID, Reasons: []string{"damaged: " + v.Error}})
+			continue
+		}
 		byVol[v.Volume] = append(byVol[v.Volume], v)
 	}
 	vols := make([]string, 0, len(byVol))
@@ -81,7 +90,7 @@ func (r *Repository) EnforcePolicy(ctx context.Context, policy retention.Policy,
 		vols = append(vols, name)
 	}
 	sort.Strings(vols)
-	res := &EnforceResult{DryRun: opts.DryRun, Now: now, Volumes: []VolumeEnforcement{}}
+	res := &EnforceResult{DryRun: opts.DryRun, Now: now, Volumes: []VolumeEnforcement{}, Damaged: damaged}
 	var failed int
 	var lastErr error
 	for _, name := range vols {

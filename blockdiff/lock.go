@@ -43,6 +43,10 @@ const (
 	DefaultLockWait = 30 * time.Minute
 )
 
+// MaxLockTTL is the longest lock TTL (Options.LockTTL): lock keys of a
+// longer TTL are not locks to other clients (FORMAT.md, "Locks").
+const MaxLockTTL = 7 * 24 * time.Hour
+
 const lockPrefix = "locks/"
 
 // ErrLocked is returned (wrapped) when a lock could not be acquired within
@@ -89,7 +93,7 @@ func parseLockKey(key string) (kind LockKind, ttl time.Duration, ok bool) {
 		return "", 0, false
 	}
 	secs, err := strconv.ParseInt(parts[1], 10, 64)
-	if err != nil || secs <= 0 || secs > 7*24*3600 {
+	if err != nil || secs <= 0 || secs > int64(MaxLockTTL/time.Second) {
 		return "", 0, false
 	}
 	switch k := LockKind(parts[0]); k {
@@ -349,6 +353,7 @@ func (l *Lock) waitConflicts(ctx context.Context, deadline time.Time, backoff ti
 		}
 		now := own.mod
 		var shared, excl []string
+		pause := backoff // until the next listing: at most until a blocker goes stale
 		for _, e := range locks {
 			if e.key == l.key || e.kind == lockProbe || e.stale(now) {
 				continue
@@ -357,6 +362,7 @@ func (l *Lock) waitConflicts(ctx context.Context, deadline time.Time, backoff ti
 				excl = append(excl, e.key)
 			} else if l.kind == LockExclusive {
 				shared = append(shared, e.key)
+				pause = min(pause, max(e.mod.Add(e.ttl).Sub(now)+50*time.Millisecond, 20*time.Millisecond))
 			}
 		}
 		if len(excl) > 0 || len(shared) == 0 || !time.Now().Before(deadline) {
@@ -368,7 +374,14 @@ func (l *Lock) waitConflicts(ctx context.Context, deadline time.Time, backoff ti
 		}
 		// Exclusive with only shared locks in the way: keep our lock (new
 		// shared acquirers back off) and wait for the holders to finish.
-		if err := sleepCtx(ctx, min(backoff, time.Until(deadline))); err != nil {
+		if err := sleepCtx(ctx, min(pause, time.Until(deadline))); err != nil {
+			return nil, err
+		}
+		// Rewrite our lock before the next listing: its modification time
+		// is our reading of the store's clock, so a holder that died is
+		// seen stale as soon as its TTL runs out, not only at our next
+		// TTL/4 refresh. A failed write keeps the older reading.
+		if err := l.refresh(ctx); errors.Is(err, ErrLockLost) {
 			return nil, err
 		}
 	}

@@ -28,6 +28,10 @@ const (
 	StatusIncomplete Status = "incomplete" // a backup is running or died before finishing
 	StatusValid      Status = "valid"      // every block was stored; restorable
 	StatusInvalid    Status = "invalid"    // the backup failed, or a scrub found damage
+	// StatusDamaged is never stored: List reports it for a manifest that
+	// cannot be read (corrupt, failed authentication, or of an unknown
+	// format), with the reason in Error. Such a version can only be removed.
+	StatusDamaged Status = "damaged"
 )
 
 // Stats are the counters of the backup that made a version.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 )
@@ -128,9 +129,13 @@ type RestoreFileOptions struct {
 	Progress func(done, total int64)
 }
 
-// RestoreFile restores version id to path (a path or file:// URL): a new file
-// is created sparse; an existing regular file is cut to the version's size and
-// rewritten; an existing block device must hold at least the version's size.
+// RestoreFile restores version id to path (a path or file:// URL). A file
+// destination, new or existing, is written under a temporary name in the
+// same directory and renamed over path only once every block was verified
+// and synced, so a failed restore leaves no file that looks restored (and an
+// existing file as it was). An existing block device must hold at least the
+// version's size; when a restore to it fails, the error says the device
+// holds partial data.
 func (r *Repository) RestoreFile(ctx context.Context, id, path string, opts RestoreFileOptions) error {
 	path = strings.TrimPrefix(path, "file://")
 	v, lock, err := r.readVersion(ctx, "restore", id, opts.AllowInvalid)
@@ -138,63 +143,112 @@ func (r *Repository) RestoreFile(ctx context.Context, id, path string, opts Rest
 		return err
 	}
 	defer lock.Release(ctx)
-	f, sparse, err := openDest(path, v.Size, opts)
+	d, err := openDest(path, v.Size, opts)
 	if err != nil {
 		return err
 	}
-	err = r.restoreVersion(ctx, v, f, RestoreOptions{Sparse: sparse, Progress: opts.Progress})
+	err = r.restoreVersion(ctx, v, d.f, RestoreOptions{Sparse: d.sparse, Progress: opts.Progress})
 	if err == nil {
-		err = f.Sync()
+		if err = d.f.Sync(); err != nil {
+			err = fmt.Errorf("blockdiff: fsync %s: %w", d.f.Name(), err)
+		}
 	}
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("blockdiff: close %s: %w", path, cerr)
+	if cerr := d.f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("blockdiff: close %s: %w", d.f.Name(), cerr)
 	}
-	return err
+	if d.tmp == "" { // a device, written in place
+		if err != nil {
+			return fmt.Errorf("blockdiff: restore of %s to %s failed; the device now holds partial data: %w", id, path, err)
+		}
+		return nil
+	}
+	if err == nil {
+		if err = os.Rename(d.tmp, d.final); err == nil {
+			err = syncDir(filepath.Dir(d.final))
+		}
+	}
+	if err != nil {
+		os.Remove(d.tmp)
+		return fmt.Errorf("blockdiff: restore of %s to %s failed (%s left as it was): %w", id, path, path, err)
+	}
+	return nil
 }
 
-// openDest opens the destination of a restore and says whether zero blocks
-// may be skipped.
-func openDest(path string, size int64, opts RestoreFileOptions) (*os.File, bool, error) {
+// restoreDest is an open restore destination.
+type restoreDest struct {
+	f      *os.File
+	sparse bool   // zero blocks may be skipped
+	tmp    string // the temporary file of a file destination; "" for a device
+	final  string // the path tmp is renamed to
+}
+
+// openDest opens the destination of a restore: a temporary file next to a
+// file destination, or the device itself.
+func openDest(path string, size int64, opts RestoreFileOptions) (*restoreDest, error) {
+	final := path
 	st, err := os.Stat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return nil, false, fmt.Errorf("blockdiff: create %s: %w", path, err)
+	existed := err == nil
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("blockdiff: stat %s: %w", path, err)
+	case !opts.Overwrite:
+		return nil, fmt.Errorf("blockdiff: %s exists (overwrite it with force): %w", path, fs.ErrExist)
+	case st.Mode().IsRegular():
+		if final, err = filepath.EvalSymlinks(path); err != nil { // replace a link's target, not the link
+			return nil, fmt.Errorf("blockdiff: resolve %s: %w", path, err)
 		}
-		if err := f.Truncate(size); err != nil {
-			f.Close()
-			return nil, false, fmt.Errorf("blockdiff: truncate %s: %w", path, err)
-		}
-		return f, true, nil
+	default:
+		return openDevice(path, size, opts)
+	}
+	f, err := os.CreateTemp(filepath.Dir(final), "."+filepath.Base(final)+".cairn-restore-*")
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: create a temporary file next to %s: %w", path, err)
+	}
+	if existed {
+		err = f.Chmod(st.Mode().Perm())
+	}
+	if err == nil {
+		err = f.Truncate(size)
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("blockdiff: stat %s: %w", path, err)
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("blockdiff: prepare %s: %w", f.Name(), err)
 	}
-	if !opts.Overwrite {
-		return nil, false, fmt.Errorf("blockdiff: %s exists (overwrite it with force): %w", path, fs.ErrExist)
-	}
+	// A new file reads as zeros: zero blocks become holes. Replacing an
+	// existing file without Sparse writes them, keeping it allocated as a
+	// preallocated VM image was.
+	return &restoreDest{f: f, sparse: !existed || opts.Sparse, tmp: f.Name(), final: final}, nil
+}
+
+// openDevice opens an existing device (anything not a regular file) for a
+// restore in place.
+func openDevice(path string, size int64, opts RestoreFileOptions) (*restoreDest, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return nil, false, fmt.Errorf("blockdiff: open %s: %w", path, err)
-	}
-	if st.Mode().IsRegular() {
-		// Sparse: truncating to zero first makes every skipped block a hole
-		// that reads as zeros. Otherwise zeros are written, keeping the file
-		// allocated (a preallocated VM image stays so).
-		err := f.Truncate(size)
-		if opts.Sparse {
-			err = errors.Join(f.Truncate(0), f.Truncate(size))
-		}
-		if err != nil {
-			f.Close()
-			return nil, false, fmt.Errorf("blockdiff: truncate %s: %w", path, err)
-		}
-		return f, opts.Sparse, nil
+		return nil, fmt.Errorf("blockdiff: open %s: %w", path, err)
 	}
 	devSize, err := f.Seek(0, io.SeekEnd)
 	if err != nil || devSize < size {
 		f.Close()
-		return nil, false, fmt.Errorf("blockdiff: %s holds %d bytes, the version %d (%v)", path, devSize, size, err)
+		return nil, fmt.Errorf("blockdiff: %s holds %d bytes, the version %d (%v)", path, devSize, size, err)
 	}
-	return f, opts.Sparse, nil
+	return &restoreDest{f: f, sparse: opts.Sparse}, nil
+}
+
+// syncDir fsyncs a directory, so that a rename in it is durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("blockdiff: open folder %s: %w", dir, err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("blockdiff: fsync folder %s: %w", dir, err)
+	}
+	return nil
 }

@@ -87,13 +87,20 @@ type ScrubReport struct {
 	// so that new backups store those blocks again instead of referencing
 	// them. False when there was nothing to repair or the exclusive lock
 	// was not available (cleanup drops them later).
-	IndexRepaired bool    `json:"index_repaired"`
-	Duration      float64 `json:"duration_seconds"`
+	IndexRepaired bool `json:"index_repaired"`
+	// DamagedVersions are the version manifests that cannot be read (List's
+	// StatusDamaged): remove them, or put back a good copy.
+	DamagedVersions []string `json:"damaged_versions"`
+	// DamagedSegments are the index segments that cannot be read: backups
+	// treat them as absent; cleanup or repair index replaces them.
+	DamagedSegments []string `json:"damaged_index_segments"`
+	Duration        float64  `json:"duration_seconds"`
 }
 
 // OK reports whether every checked version is valid and nothing was damaged.
 func (s *ScrubReport) OK() bool {
-	return len(s.Failures) == 0 && len(s.Invalid) == 0 && len(s.Marked) == 0
+	return len(s.Failures) == 0 && len(s.Invalid) == 0 && len(s.Marked) == 0 &&
+		len(s.DamagedVersions) == 0 && len(s.DamagedSegments) == 0
 }
 
 // objLoc is where a version references an object.
@@ -131,12 +138,20 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubReport
 		return nil, err
 	}
 	defer lock.Release(ctx)
-	vs, err := r.scrubSelect(ctx, opts)
+	vs, damagedVersions, err := r.scrubSelect(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
 	rep := &ScrubReport{Deep: opts.Deep, Percent: opts.Percent, VersionPercent: opts.VersionPercent, VersionsChecked: len(vs), Failures: []ScrubFailure{},
-		Marked: []string{}, Invalid: []string{}}
+		Marked: []string{}, Invalid: []string{}, DamagedVersions: damagedVersions, DamagedSegments: []string{}}
+	idx, _, damagedSegs, err := r.readIndex(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: %s: %w", op, err)
+	}
+	if len(damagedSegs) > 0 {
+		rep.DamagedSegments = damagedSegs
+		r.log.Error("damaged index segments (backups treat them as absent; run cleanup or repair index)", "segments", damagedSegs)
+	}
 	locs := map[ID][]objLoc{}
 	var ids []ID
 	for vi, v := range vs {
@@ -152,7 +167,7 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubReport
 		}
 	}
 	ids = sample(ids, opts.Percent)
-	bad, checkedBytes, err := r.checkObjects(ctx, ids, locs, opts)
+	bad, checkedBytes, err := r.checkObjects(ctx, ids, locs, idx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("blockdiff: %s: %w", op, err)
 	}
@@ -184,18 +199,25 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubReport
 }
 
 // scrubSelect reads the versions a scrub checks: the named ones (any status)
-// and, with All, every valid one.
-func (r *Repository) scrubSelect(ctx context.Context, opts ScrubOptions) ([]*Version, error) {
+// and, with All, every valid one. Damaged manifests (every one with All, the
+// named ones otherwise) are returned apart, by ID.
+func (r *Repository) scrubSelect(ctx context.Context, opts ScrubOptions) ([]*Version, []string, error) {
 	var vs []*Version
+	damaged := []string{}
 	seen := map[string]bool{}
 	if opts.All {
 		all, err := r.List(ctx, Filter{})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, v := range all {
-			if v.Status == StatusValid {
+			switch v.Status {
+			case StatusValid:
 				vs = append(vs, v)
+			case StatusDamaged:
+				damaged = append(damaged, v.ID)
+				seen[v.ID] = true
+				r.log.Error("damaged version manifest", "version", v.ID, "err", v.Error)
 			}
 		}
 		vs = sample(vs, opts.VersionPercent)
@@ -211,13 +233,19 @@ func (r *Repository) scrubSelect(ctx context.Context, opts ScrubOptions) ([]*Ver
 			continue
 		}
 		v, err := r.Version(ctx, id)
+		if isDamage(err) {
+			seen[id] = true
+			damaged = append(damaged, id)
+			r.log.Error("damaged version manifest", "version", id, "err", err)
+			continue
+		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		seen[id] = true
 		vs = append(vs, v)
 	}
-	return vs, nil
+	return vs, damaged, nil
 }
 
 // sample keeps a random pct percent of s (at least one), or all of it for 0
@@ -239,14 +267,9 @@ type damage struct {
 // checkObjects checks ids and returns the damaged ones. Errors other than a
 // missing or undecodable object abort the check: they say nothing about the
 // object.
-func (r *Repository) checkObjects(ctx context.Context, ids []ID, locs map[ID][]objLoc, opts ScrubOptions) (map[ID]damage, int64, error) {
-	var idx map[ID]indexEntry
+func (r *Repository) checkObjects(ctx context.Context, ids []ID, locs map[ID][]objLoc, idx map[ID]indexEntry, opts ScrubOptions) (map[ID]damage, int64, error) {
 	var listed map[ID]int64 // from one listing of data/ when checking many objects
 	if !opts.Deep {
-		var err error
-		if idx, _, err = r.readIndex(ctx); err != nil {
-			return nil, 0, err
-		}
 		if len(ids) > 1000 {
 			listed = map[ID]int64{}
 			for info, err := range r.store.List(ctx, "data/") {
@@ -430,7 +453,7 @@ func (r *Repository) dropFromIndex(ctx context.Context, bad map[ID]damage) error
 		return err
 	}
 	rewrite := map[string][]indexEntry{}
-	_, err = r.readSegments(ctx, keys, func(key string, entries []indexEntry) {
+	_, _, err = r.readSegments(ctx, keys, func(key string, entries []indexEntry) {
 		var keep []indexEntry
 		hit := false
 		for _, e := range entries {

@@ -204,7 +204,7 @@ func TestScrubVersionPercent(t *testing.T) {
 	// Every version is picked sometimes: the sample is random, not the first ones.
 	seen := map[int]bool{}
 	for range 60 {
-		vs, err := r.scrubSelect(ctx, ScrubOptions{All: true, VersionPercent: 10})
+		vs, _, err := r.scrubSelect(ctx, ScrubOptions{All: true, VersionPercent: 10})
 		if err != nil || len(vs) != 1 {
 			t.Fatalf("10%%: %d versions, %v", len(vs), err)
 		}

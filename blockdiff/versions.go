@@ -32,7 +32,10 @@ func (f Filter) match(v *Version) bool {
 }
 
 // List returns the versions that match f, oldest first. Manifests are read in
-// parallel; one that cannot be read fails the listing rather than hiding it.
+// parallel. A manifest that is damaged (it does not decode or authenticate)
+// is listed with StatusDamaged, its ID, and the reason in Error, whatever the
+// filter (its volume and labels are unknown), so that one bad object never
+// hides the others; any other error (the store's) fails the listing.
 func (r *Repository) List(ctx context.Context, f Filter) ([]*Version, error) {
 	var ids []string
 	for info, err := range r.store.List(ctx, "versions/") {
@@ -47,6 +50,10 @@ func (r *Repository) List(ctx context.Context, f Filter) ([]*Version, error) {
 		if errors.Is(err, ErrVersionNotFound) { // removed while listing
 			return nil
 		}
+		if isDamage(err) && checkVersionID(ids[i]) == nil {
+			r.log.Warn("damaged version manifest: listed as damaged (remove it with rm)", "version", ids[i], "err", err)
+			v, err = &Version{ID: ids[i], Status: StatusDamaged, Error: err.Error(), Labels: map[string]string{}}, nil
+		}
 		all[i] = v
 		return err
 	})
@@ -55,7 +62,7 @@ func (r *Repository) List(ctx context.Context, f Filter) ([]*Version, error) {
 	}
 	out := make([]*Version, 0, len(all))
 	for _, v := range all {
-		if v != nil && f.match(v) {
+		if v != nil && (v.Status == StatusDamaged || f.match(v)) {
 			out = append(out, v)
 		}
 	}
@@ -79,9 +86,20 @@ type RemoveOptions struct {
 }
 
 // Remove deletes the manifest of version id. Its data objects stay until a
-// cleanup finds that no version references them.
+// cleanup finds that no version references them. A damaged manifest (List's
+// StatusDamaged) is removed too: its protection and age cannot be read.
 func (r *Repository) Remove(ctx context.Context, id string, opts RemoveOptions) error {
+	if opts.MinAge < 0 {
+		return fmt.Errorf("blockdiff: remove %s: negative minimum age %s", id, opts.MinAge)
+	}
 	v, err := r.Version(ctx, id)
+	if isDamage(err) && checkVersionID(id) == nil {
+		if err := r.store.Delete(ctx, versionKey(id)); err != nil {
+			return fmt.Errorf("blockdiff: remove damaged version %s: %w", id, err)
+		}
+		r.log.Warn("damaged version removed", "version", id, "damage", err)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -161,4 +179,11 @@ func (r *Repository) SetLabels(ctx context.Context, id string, set map[string]st
 		}
 		return nil
 	})
+}
+
+// isDamage reports whether err says a stored object is damaged (it does not
+// decode or authenticate, or is of an unknown format), as opposed to an error
+// of the store that says nothing about the object.
+func isDamage(err error) bool {
+	return err != nil && (errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnsupportedFormat))
 }
