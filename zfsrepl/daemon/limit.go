@@ -63,12 +63,17 @@ func (r *limitedReader) Read(p []byte) (int, error) {
 		return n, err
 	}
 	now := r.now()
-	r.tokens = min(r.tokens+now.Sub(r.last).Seconds()*float64(r.rate), float64(r.burst)) - float64(n)
+	r.tokens = min(r.tokens+max(now.Sub(r.last), 0).Seconds()*float64(r.rate), float64(r.burst)) - float64(n)
 	r.last = now
 	if r.tokens < 0 {
-		if err := r.sleep(r.ctx, time.Duration(-r.tokens/float64(r.rate)*float64(time.Second))); err != nil {
+		d := time.Duration(-r.tokens / float64(r.rate) * float64(time.Second))
+		if err := r.sleep(r.ctx, d); err != nil {
 			return n, fmt.Errorf("send stream: %w", err)
 		}
+		// The wait paid the debt: the bucket is empty at now+d, whatever
+		// the clock says (a sleep shorter than asked is not credited
+		// twice; a longer one is credited at the next read).
+		r.tokens, r.last = 0, now.Add(d)
 	}
 	return n, err
 }
