@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/cairn-backup/cairn/objstore"
 )
 
 // DefaultGrace is the grace period of Cleanup when CleanupOptions.Grace is 0.
@@ -43,7 +45,10 @@ type CleanupResult struct {
 	// DamagedSegments are the index segments that did not decode; the
 	// compaction replaced them (a dry run only reports them).
 	DamagedSegments []string `json:"damaged_segments,omitempty"`
-	Duration        float64  `json:"duration_seconds"`
+	// TempFilesRemoved counts the temporary files of killed writes that
+	// the store kept (the file backend's .cairn-tmp-*) and cleanup removed.
+	TempFilesRemoved int     `json:"temp_files_removed"`
+	Duration         float64 `json:"duration_seconds"`
 }
 
 // Cleanup deletes the data objects that no version references and that are
@@ -204,7 +209,17 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 		return res, err
 	}
 
-	// 5. Backups that died left incomplete manifests: say so.
+	// 5. Temporary files of writes that were killed (the file backend's):
+	// as old as the grace, and a minute at least, so that no write of a
+	// lock running meanwhile loses its file.
+	tmpCutoff := lock.StoreTime().Add(-max(grace, time.Minute))
+	if n, ok, err := objstore.RemoveTemp(ctx, r.store, tmpCutoff); err != nil {
+		r.log.Warn("could not remove the temporary files of killed writes", "err", err)
+	} else if ok {
+		res.TempFilesRemoved = n
+	}
+
+	// 6. Backups that died left incomplete manifests: say so.
 	for _, v := range abandoned {
 		_, err := r.update(ctx, v.ID, func(v *Version) error {
 			if v.Status != StatusIncomplete {
