@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"maps"
 	"strconv"
-	"strings"
 	"time"
 
 	librados "github.com/ceph/go-ceph/rados"
@@ -98,6 +97,9 @@ func (c *Conn) Backup(ctx context.Context, repo *blockdiff.Repository, u URL, op
 	if opts.Volume == "" {
 		return nil, errors.New("rbd: backup: no volume name")
 	}
+	if err := CheckSnapshotPrefix(opts.SnapshotPrefix); err != nil {
+		return nil, err
+	}
 	ioctx, err := c.ioctx(u)
 	if err != nil {
 		return nil, err
@@ -167,7 +169,9 @@ func createSnapshot(img *librbd.Image, prefix string, now time.Time) (string, er
 }
 
 // rotate removes the snapshots with prefix that are older (by snapshot ID)
-// than keep.
+// than keep: only names PREFIX<timestamp>[-N] (ownSnapshot), so that the
+// rotation of prefix b- never removes b-meta-... snapshots of another
+// repository's backups.
 func rotate(img *librbd.Image, prefix, keep string) ([]string, error) {
 	snaps, err := img.GetSnapshotNames()
 	if err != nil {
@@ -186,7 +190,7 @@ func rotate(img *librbd.Image, prefix, keep string) ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, s := range snaps {
-		if s.Id >= keepID || !strings.HasPrefix(s.Name, prefix) {
+		if s.Id >= keepID || !ownSnapshot(prefix, s.Name) {
 			continue
 		}
 		snap := img.GetSnapshot(s.Name)
@@ -313,9 +317,18 @@ type RestoreOptions struct {
 	Force bool
 	// AllowInvalid restores a version that is not valid, for salvage.
 	AllowInvalid bool
+	// IntoExisting writes into an image that must exist already (the image
+	// of a PVC): it is never created or resized, an image smaller than the
+	// version is refused (ErrTargetTooSmall), and a larger one keeps its
+	// bytes past the version's size. Force is implied.
+	IntoExisting bool
 	// Progress is passed to blockdiff.Restore.
 	Progress func(done, total int64)
 }
+
+// ErrTargetTooSmall is returned (wrapped) by Restore with
+// RestoreOptions.IntoExisting when the image is smaller than the version.
+var ErrTargetTooSmall = errors.New("rbd: target image is smaller than the version")
 
 // ErrImageExists is returned (wrapped) by Restore when the destination image
 // exists and RestoreOptions.Force is not set.
@@ -342,7 +355,13 @@ func (c *Conn) Restore(ctx context.Context, repo *blockdiff.Repository, id strin
 		return err
 	}
 	defer ioctx.Destroy()
-	img, sparse, err := openDest(ioctx, u, v.Size, opts.Force)
+	var img *librbd.Image
+	var sparse bool
+	if opts.IntoExisting {
+		img, err = openExisting(ioctx, u, v.Size)
+	} else {
+		img, sparse, err = openDest(ioctx, u, v.Size, opts.Force)
+	}
 	if err != nil {
 		return err
 	}
@@ -356,6 +375,25 @@ func (c *Conn) Restore(ctx context.Context, repo *blockdiff.Repository, id strin
 		err = fmt.Errorf("rbd: close %s: %w", u, cerr)
 	}
 	return err
+}
+
+// openExisting opens the existing image u for a restore of size bytes,
+// refusing a smaller one.
+func openExisting(ioctx *librados.IOContext, u URL, size int64) (*librbd.Image, error) {
+	img, err := librbd.OpenImage(ioctx, u.Image, librbd.NoSnapshot)
+	if err != nil {
+		return nil, openErr(ioctx, u, err)
+	}
+	cur, err := img.GetSize()
+	if err != nil {
+		img.Close()
+		return nil, fmt.Errorf("rbd: size of %s: %w", u, err)
+	}
+	if int64(cur) < size {
+		img.Close()
+		return nil, fmt.Errorf("rbd: restore to %s: %w (%d bytes, the version %d)", u, ErrTargetTooSmall, cur, size)
+	}
+	return img, nil
 }
 
 // openDest opens or creates the destination image of a restore and says
