@@ -103,7 +103,7 @@ func (a *app) newRoot() *cobra.Command {
 		def = DefaultConfig
 	}
 	root.PersistentFlags().StringVar(&a.configPath, "config", def,
-		"configuration file in zrepl's format (default $CAIRN_ZREPL_CONFIG, else "+DefaultConfig+")")
+		"configuration file in zrepl's format ($CAIRN_ZREPL_CONFIG when set)")
 	root.AddCommand(a.newReplicate(), a.newServe(), a.newDaemon(), a.newStatus(), a.newSignal(), a.newConfigcheck(), a.VersionCmd())
 	return root
 }
