@@ -13,7 +13,7 @@ import (
 
 	"github.com/cairn-backup/cairn/internal/testenv"
 	"github.com/cairn-backup/cairn/objstore"
-	"github.com/cairn-backup/cairn/objstore/internal/faultproxy"
+	"github.com/cairn-backup/cairn/internal/faultproxy"
 	"github.com/cairn-backup/cairn/objstore/storetest"
 )
 
