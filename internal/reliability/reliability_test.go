@@ -98,7 +98,7 @@ type suite struct {
 	flags []string // after the command name, on every command
 	dir   string
 	kills int
-	exits map[string]int // by command and outcome, for the log
+	exits map[string]int   // by command and outcome, for the log
 	done  map[int][]string // versions of the backups that succeeded, by volume, oldest first
 }
 
