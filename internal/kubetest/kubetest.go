@@ -51,7 +51,7 @@ func New(t testing.TB) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.QPS, cfg.Burst = 200, 400 // a test server of our own: no client-side throttling
+	cfg.QPS, cfg.Burst = 200, 400          // a test server of our own: no client-side throttling
 	cfg.WarningHandler = rest.NoWarnings{} // e.g. the placeholder certificates of the example Secrets
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
