@@ -129,9 +129,9 @@ func (r *Repository) finishBackup(ctx context.Context, v *Version, b *backupRun,
 	}
 	v.Stats = b.stats(time.Since(start))
 	if runErr != nil {
-		v.Status, v.Error = StatusInvalid, runErr.Error()
+		v.Status, v.Error = StatusFailed, runErr.Error()
 		if err := r.putVersion(wctx, v); err != nil {
-			r.log.Warn("could not mark failed version invalid", "version", v.ID, "err", err)
+			r.log.Warn("could not mark the version failed", "version", v.ID, "err", err)
 		}
 		r.log.Error("backup failed", "version", v.ID, "err", runErr)
 		return nil, fmt.Errorf("blockdiff: backup of %s (version %s): %w", v.Volume, v.ID, runErr)

@@ -225,7 +225,7 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 			if v.Status != StatusIncomplete {
 				return errAlreadyFinished
 			}
-			v.Status, v.Error = StatusInvalid, "the backup did not finish (found incomplete by cleanup)"
+			v.Status, v.Error = StatusFailed, "the backup did not finish (found incomplete by cleanup)"
 			return nil
 		})
 		if err == nil {

@@ -20,6 +20,11 @@ type EnforceOptions struct {
 	// Location is the time zone of Benji's calendar categories; nil means
 	// time.Local, as with Benji.
 	Location *time.Location
+	// FailedGrace is how long failed backups (StatusFailed: the backup
+	// failed or was interrupted) are kept for a look before Enforce removes
+	// them; zero means DefaultGrace, negative none. Versions a scrub marked
+	// invalid are never removed: their data may be worth saving.
+	FailedGrace time.Duration
 }
 
 // EnforceDecision is the verdict on one version.
@@ -56,7 +61,8 @@ type EnforceResult struct {
 // "1x1h(keep=all) | 24x1h | 30x1d") to the versions of each volume that
 // opts.Filter selects, and removes the versions no rule keeps. Protected,
 // invalid and incomplete versions are neither counted by the rules nor
-// removed. Data is reclaimed by a later Cleanup.
+// removed; failed backups are not counted, and removed once older than
+// opts.FailedGrace. Data is reclaimed by a later Cleanup.
 func (r *Repository) Enforce(ctx context.Context, rules string, opts EnforceOptions) (*EnforceResult, error) {
 	policy, err := retention.Parse(rules, opts.Location)
 	if err != nil {
@@ -90,6 +96,10 @@ func (r *Repository) EnforcePolicy(ctx context.Context, policy retention.Policy,
 		vols = append(vols, name)
 	}
 	sort.Strings(vols)
+	failedGrace := opts.FailedGrace
+	if failedGrace == 0 {
+		failedGrace = DefaultGrace
+	}
 	res := &EnforceResult{DryRun: opts.DryRun, Now: now, Volumes: []VolumeEnforcement{}, Damaged: damaged}
 	var failed int
 	var lastErr error
@@ -103,6 +113,9 @@ func (r *Repository) EnforcePolicy(ctx context.Context, policy retention.Policy,
 			switch {
 			case v.Protected:
 				ve.Skipped = append(ve.Skipped, EnforceDecision{ID: v.ID, Created: v.Created, Reasons: []string{"protected"}})
+			case v.Status == StatusFailed && now.Sub(v.Created) >= max(failedGrace, 0):
+				ve.Removed = append(ve.Removed, r.enforceRemove(ctx, opts.DryRun,
+					EnforceDecision{ID: v.ID, Created: v.Created, Reasons: []string{"failed backup older than " + failedGrace.String()}}, &failed, &lastErr))
 			case v.Status != StatusValid:
 				ve.Skipped = append(ve.Skipped, EnforceDecision{ID: v.ID, Created: v.Created, Reasons: []string{string(v.Status)}})
 			default:
@@ -116,14 +129,7 @@ func (r *Repository) EnforcePolicy(ctx context.Context, policy retention.Policy,
 				ve.Kept = append(ve.Kept, ed)
 				continue
 			}
-			if !opts.DryRun {
-				if err := r.Remove(ctx, ed.ID, RemoveOptions{}); err != nil {
-					ed.Error = err.Error()
-					failed++
-					lastErr = err
-				}
-			}
-			ve.Removed = append(ve.Removed, ed)
+			ve.Removed = append(ve.Removed, r.enforceRemove(ctx, opts.DryRun, ed, &failed, &lastErr))
 		}
 		res.Volumes = append(res.Volumes, ve)
 	}
@@ -131,4 +137,18 @@ func (r *Repository) EnforcePolicy(ctx context.Context, policy retention.Policy,
 		return res, fmt.Errorf("blockdiff: enforce: %d removals failed, last: %w", failed, lastErr)
 	}
 	return res, nil
+}
+
+// enforceRemove removes the version of d (unless dryRun) and returns d with
+// the error of a failed removal, counted in failed and lastErr.
+func (r *Repository) enforceRemove(ctx context.Context, dryRun bool, d EnforceDecision, failed *int, lastErr *error) EnforceDecision {
+	if dryRun {
+		return d
+	}
+	if err := r.Remove(ctx, d.ID, RemoveOptions{}); err != nil {
+		d.Error = err.Error()
+		*failed++
+		*lastErr = err
+	}
+	return d
 }

@@ -95,7 +95,7 @@ func TestWrongHintsCaught(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(vs) != 2 || vs[0].Status != StatusValid || vs[1].Status != StatusInvalid || vs[1].Error == "" {
+	if len(vs) != 2 || vs[0].Status != StatusValid || vs[1].Status != StatusFailed || vs[1].Error == "" {
 		t.Fatalf("after a failed backup: %d versions, statuses %v %v", len(vs), vs[0].Status, vs[len(vs)-1].Status)
 	}
 	if _, err := r.Version(context.Background(), vs[1].ID); err != nil {

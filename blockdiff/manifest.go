@@ -27,7 +27,8 @@ type Status string
 const (
 	StatusIncomplete Status = "incomplete" // a backup is running or died before finishing
 	StatusValid      Status = "valid"      // every block was stored; restorable
-	StatusInvalid    Status = "invalid"    // the backup failed, or a scrub found damage
+	StatusInvalid    Status = "invalid"    // a scrub found damage (or, before format notes of 2026-12, the backup failed)
+	StatusFailed     Status = "failed"     // the backup failed or was interrupted: enforce removes it after its grace
 	// StatusDamaged is never stored: List reports it for a manifest that
 	// cannot be read (corrupt, failed authentication, or of an unknown
 	// format), with the reason in Error. Such a version can only be removed.

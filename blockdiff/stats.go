@@ -12,6 +12,7 @@ type StorageStats struct {
 	ValidVersions      int   `json:"valid_versions"`
 	InvalidVersions    int   `json:"invalid_versions"`
 	IncompleteVersions int   `json:"incomplete_versions"`
+	FailedVersions     int   `json:"failed_versions"`
 	ProtectedVersions  int   `json:"protected_versions"`
 	Objects            int   `json:"objects"`      // data objects
 	StoredBytes        int64 `json:"stored_bytes"` // their size in the store
@@ -56,6 +57,8 @@ func (r *Repository) StorageStats(ctx context.Context) (*StorageStats, error) {
 			st.LogicalBytes += v.Size
 		case StatusInvalid:
 			st.InvalidVersions++
+		case StatusFailed:
+			st.FailedVersions++
 		default:
 			st.IncompleteVersions++
 		}

@@ -198,7 +198,7 @@ func TestStreamReaderErrorLeavesNoValidVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(vs) != 1 || vs[0].Status != StatusInvalid || !strings.Contains(vs[0].Error, cause.Error()) {
+	if len(vs) != 1 || vs[0].Status != StatusFailed || !strings.Contains(vs[0].Error, cause.Error()) {
 		t.Fatalf("versions after a failed stream: %+v", vs)
 	}
 	if err := r.RestoreStream(context.Background(), vs[0].ID, io.Discard, StreamRestoreOptions{}); !errors.Is(err, ErrNotValid) {

@@ -142,6 +142,21 @@ func Schemes() []string {
 	return s
 }
 
+// notBuilt says why a scheme of cairn's own backends is not registered, for
+// the schemes that need a build tag.
+var notBuilt = map[string]string{
+	"rados": "built without Ceph support: rebuild with -tags 'ceph pacific'",
+}
+
+// Bucketer is implemented by stores that live in a bucket (S3): init checks
+// the bucket before it writes the repository.
+type Bucketer interface {
+	// EnsureBucket returns nil when the bucket exists; otherwise, with
+	// create, it creates it, and without, it returns an error naming the
+	// bucket.
+	EnsureBucket(ctx context.Context, create bool) error
+}
+
 // Open opens the store that rawURL names, such as file:///var/backups/repo or
 // s3://bucket/prefix?endpoint=http://127.0.0.1:7480&path_style=true.
 func Open(ctx context.Context, rawURL string) (Store, error) {
@@ -155,6 +170,9 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 	registryMu.RLock()
 	open, ok := registry[u.Scheme]
 	registryMu.RUnlock()
+	if !ok && notBuilt[u.Scheme] != "" {
+		return nil, fmt.Errorf("objstore: %s:// repositories: %s", u.Scheme, notBuilt[u.Scheme])
+	}
 	if !ok {
 		return nil, fmt.Errorf("objstore: unknown scheme %q (registered: %v; import the backend package, e.g. objstore/s3)", u.Scheme, Schemes())
 	}

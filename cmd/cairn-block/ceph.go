@@ -9,11 +9,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/cairn-backup/cairn/blockdiff"
 	"github.com/cairn-backup/cairn/blockdiff/rbd"
 	"github.com/cairn-backup/cairn/internal/cli"
+	"github.com/cairn-backup/cairn/internal/repocli"
 	_ "github.com/cairn-backup/cairn/objstore/rados" // registers rados:// for --repo
-	"github.com/spf13/cobra"
 )
 
 func (c *cephFlags) connect() (*rbd.Conn, error) {
@@ -35,11 +37,11 @@ func (a *app) backupRBD(cmd *cobra.Command, cf *cephFlags, source, volume string
 	}
 	opts := rbd.BackupOptions{Volume: volume, Logger: a.Log}
 	labels, _ := f.GetStringArray("label")
-	if opts.Labels, err = cli.ParseLabels(labels); err != nil {
+	if opts.Labels, err = repocli.ParseLabels(labels); err != nil {
 		return err
 	}
 	bsFlag, _ := f.GetString("block-size")
-	bs, err := parseBlockSize(bsFlag)
+	bs, err := repocli.ParseBlockSize(bsFlag)
 	if err != nil {
 		return err
 	}
@@ -47,14 +49,13 @@ func (a *app) backupRBD(cmd *cobra.Command, cf *cephFlags, source, volume string
 	if opts.VerifyPercent, _ = f.GetFloat64("verify-hints"); opts.VerifyPercent < 0 || opts.VerifyPercent > 100 {
 		return cli.Usagef("--verify-hints %v: want a percentage 0..100", opts.VerifyPercent)
 	}
-	asJSON, _ := f.GetBool("json")
 	conn, err := cf.connect()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-		bar := cli.NewProgress(a.IO.Err, "backup "+volume)
+		bar := a.NewProgress("backup " + volume)
 		opts.Progress = bar.Bytes
 		res, err := conn.Backup(cmd.Context(), r, u, opts)
 		bar.Finish()
@@ -65,8 +66,8 @@ func (a *app) backupRBD(cmd *cobra.Command, cf *cephFlags, source, volume string
 		a.RecordVersion(v)
 		a.Log.Info("rbd backup done", "version", v.ID, "snapshot", res.Snapshot, "base", res.Base,
 			"full_reason", res.FullReason, "bytes_read", res.BytesRead, "removed_snapshots", res.RemovedSnapshots)
-		if asJSON {
-			return cli.WriteJSON(a.IO.Out, newBackupJSON(v))
+		if a.JSON {
+			return a.WriteJSON(repocli.NewVersionJSON(v))
 		}
 		_, err = fmt.Fprintln(a.IO.Out, v.ID)
 		return err
@@ -89,7 +90,7 @@ func (a *app) restoreRBD(cmd *cobra.Command, cf *cephFlags, id, dest string) err
 	}
 	defer conn.Close()
 	return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-		bar := cli.NewProgress(a.IO.Err, "restore "+id)
+		bar := a.NewProgress("restore " + id)
 		err := conn.Restore(cmd.Context(), r, id, u, rbd.RestoreOptions{Force: force, Progress: bar.Bytes})
 		bar.Finish()
 		if err == nil {
@@ -136,7 +137,7 @@ func (a *app) backupAll(cmd *cobra.Command, o *backupAllOptions) error {
 	if err != nil {
 		return err
 	}
-	return a.summarize(sum, o.asJSON)
+	return a.summarize(sum)
 }
 
 // backupOne backs up one image for backup-all and reports the outcome.
@@ -145,7 +146,7 @@ func (a *app) backupOne(ctx context.Context, conn *rbd.Conn, r *blockdiff.Reposi
 	res := imageResultJSON{Image: u.Spec(), Volume: o.volumePrefix + name}
 	start := time.Now()
 	out, err := conn.Backup(ctx, r, u, rbd.BackupOptions{Volume: res.Volume, Labels: o.labels,
-		BlockSize: o.blockSize, Logger: a.Log.With("image", u.Spec())})
+		BlockSize: o.blockSize, SnapshotPrefix: o.snapshotPrefix, Logger: a.Log.With("image", u.Spec())})
 	res.Seconds = time.Since(start).Seconds()
 	if err != nil {
 		res.Error = err.Error()
@@ -188,7 +189,7 @@ type backupAllJSON struct {
 }
 
 // summarize prints the result of backup-all and returns its error.
-func (a *app) summarize(sum backupAllJSON, asJSON bool) error {
+func (a *app) summarize(sum backupAllJSON) error {
 	for _, r := range sum.Images {
 		if r.OK {
 			sum.Succeeded++
@@ -196,8 +197,8 @@ func (a *app) summarize(sum backupAllJSON, asJSON bool) error {
 			sum.Failed++
 		}
 	}
-	if asJSON {
-		if err := cli.WriteJSON(a.IO.Out, sum); err != nil {
+	if a.JSON {
+		if err := a.WriteJSON(sum); err != nil {
 			return err
 		}
 	} else {
@@ -209,8 +210,12 @@ func (a *app) summarize(sum backupAllJSON, asJSON bool) error {
 			}
 		}
 	}
-	if sum.Failed > 0 {
-		return fmt.Errorf("backup-all: %d of %d images failed", sum.Failed, len(sum.Images))
+	err := fmt.Errorf("backup-all: %d of %d images failed", sum.Failed, len(sum.Images))
+	switch {
+	case sum.Failed == 0:
+		return nil
+	case sum.Succeeded > 0: // the others are backed up: a script can tell
+		return cli.WithExitCode(cli.ExitPartial, err)
 	}
-	return nil
+	return err
 }

@@ -3,19 +3,22 @@ package main
 import (
 	"context"
 
-	"github.com/cairn-backup/cairn/internal/cli"
 	"github.com/spf13/cobra"
+
+	"github.com/cairn-backup/cairn/internal/cli"
+	"github.com/cairn-backup/cairn/internal/repocli"
 )
 
 // app holds the global flags and what the commands share: the repository
-// flags of every cairn binary (lock options in Repo.Options, maintenance.go).
+// layer of every cairn binary (internal/repocli).
 type app struct {
-	cli.Repo
+	repocli.Repo
 }
 
 // run executes one command line and returns the exit code.
 func run(ctx context.Context, args []string, sio cli.IO) int {
-	a := &app{Repo: cli.Repo{IO: sio}}
+	a := &app{}
+	a.IO = sio
 	return a.Execute(ctx, a.rootCmd(), args)
 }
 
@@ -24,15 +27,17 @@ func (a *app) rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "cairn-block",
 		Short: "Block-level, deduplicating backups of volumes (Benji's verbs)",
-		Long: "cairn-block backs up volume images (files, block devices) into a blockdiff repository on\n" +
-			"any objstore URL (file://, s3://, mem://), restores them verified, and manages versions.\n" +
-			"--repo defaults to $CAIRN_REPO; the passphrase comes from $CAIRN_PASSWORD or --password-file.",
+		Long: "cairn-block backs up volume images (files, block devices, rbd:// images) into a blockdiff\n" +
+			"repository on any objstore URL (file://, s3://, rados://), restores them verified, and manages\n" +
+			"versions. --repo defaults to $CAIRN_REPO; the passphrase comes from $CAIRN_PASSWORD or\n" +
+			"--password-file.",
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return a.Setup() },
 	}
-	a.AddFlags(root, "log level: debug, info, warn, error")
-	root.AddCommand(a.initCmd(), a.backupCmd(), a.restoreCmd(), a.lsCmd(), a.rmCmd(),
-		a.protectCmd(true), a.protectCmd(false), a.labelCmd())
+	a.AddFlags(root)
+	a.AddCommands(root, repocli.Mount{})
+	root.AddCommand(a.backupCmd(), a.restoreCmd(), a.rmCmd(),
+		a.protectCmd(true), a.protectCmd(false), a.labelCmd(), a.VersionCmd())
 	a.addCephCommands(root)        // rbd:// for backup and restore, backup-all (rbdcmd.go)
-	a.addMaintenanceCommands(root) // scrub, enforce, cleanup, locks, nbd... (maintenance.go)
+	a.addMaintenanceCommands(root) // locks, unlock, storage-stats, nbd (maintenance.go)
 	return root
 }

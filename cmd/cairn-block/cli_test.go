@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/cairn-backup/cairn/internal/cli"
+	"github.com/cairn-backup/cairn/internal/repocli"
 	"github.com/cairn-backup/cairn/objstore"
 )
 
@@ -59,22 +60,21 @@ func TestCLIBackupRestoreJSON(t *testing.T) {
 	c := newCLI(t)
 	c.ok("init", "--block-size", "64K")
 	src, img := image(t, 1<<20+5, 1)
-	var res map[string]any
+	var res repocli.VersionJSON
 	out := c.ok("backup", "--json", "--label", "pvc=db", "file://"+src, "vol")
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("backup --json: %v\n%s", err, out)
 	}
-	for _, k := range []string{"id", "volume", "size", "bytes_read", "bytes_written", "blocks_total",
-		"blocks_new", "blocks_sparse", "duration_seconds"} {
-		if _, ok := res[k]; !ok {
-			t.Errorf("backup --json lacks %q", k)
-		}
+	// backup --json is a version as ls --json shows it: statistics under "stats"
+	var raw map[string]any
+	if err := json.Unmarshal([]byte(out), &raw); err != nil || raw["stats"] == nil || raw["bytes_read"] != nil {
+		t.Errorf("backup --json does not nest its statistics under stats: %s", out)
 	}
-	if res["volume"] != "vol" || res["size"].(float64) != float64(len(img)) || res["blocks_total"].(float64) != 17 ||
-		res["blocks_sparse"].(float64) != 3 {
+	if res.ID == "" || res.Volume != "vol" || res.Size != int64(len(img)) || res.Stats.BlocksTotal != 17 ||
+		res.Stats.BlocksSparse != 3 || res.Stats.BytesRead == 0 || res.Stats.BlocksNew == 0 || res.Labels["pvc"] != "db" {
 		t.Errorf("backup --json: %s", out)
 	}
-	id := res["id"].(string)
+	id := res.ID
 
 	dest := filepath.Join(t.TempDir(), "restored")
 	c.ok("restore", id, dest)
@@ -120,9 +120,9 @@ func TestCLIDifferentialFromStdinHints(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("differential: %d %s", code, errs)
 	}
-	var res map[string]float64
+	var res repocli.VersionJSON
 	_ = json.Unmarshal([]byte(out), &res)
-	if res["blocks_new"] != 1 || res["blocks_verified"] != 10 {
+	if res.Stats.BlocksNew != 1 || res.Stats.BlocksVerified != 10 {
 		t.Fatalf("differential: %s", out)
 	}
 }
@@ -163,11 +163,11 @@ func TestCLIEncrypted(t *testing.T) {
 	}
 	c.ok("init", "--encrypt", "--password-file", pwFile, "--block-size", "64K")
 	src, _ := image(t, 5000, 4)
-	if code, _, errs := c.run("", "backup", src, "vol"); code != 1 || !strings.Contains(errs, "passphrase") {
+	if code, _, errs := c.run("", "backup", src, "vol"); code != cli.ExitWrongPassphrase || !strings.Contains(errs, "passphrase") {
 		t.Fatalf("backup without passphrase: %d %s", code, errs)
 	}
 	c.env["CAIRN_PASSWORD"] = "wrong"
-	if code, _, errs := c.run("", "ls"); code != 1 || !strings.Contains(errs, "wrong passphrase") {
+	if code, _, errs := c.run("", "ls"); code != cli.ExitWrongPassphrase || !strings.Contains(errs, "wrong passphrase") {
 		t.Fatalf("wrong passphrase: %d %s", code, errs)
 	}
 	c.env["CAIRN_PASSWORD"] = "hunter2"
@@ -209,8 +209,8 @@ func TestCLIUsageErrors(t *testing.T) {
 	if code, _, _ := c.run("", "ls"); code != 2 {
 		t.Errorf("no repository: exit %d, want 2", code)
 	}
-	if code, _, _ := c.run("", "--repo", "mem://"+t.Name()+"-none", "ls"); code != 1 {
-		t.Errorf("not a repository: exit %d, want 1", code)
+	if code, _, _ := c.run("", "--repo", "mem://"+t.Name()+"-none", "ls"); code != cli.ExitNoRepository {
+		t.Errorf("not a repository: exit %d, want %d", code, cli.ExitNoRepository)
 	}
 	if code, _, _ := c.run("", "--help"); code != 0 {
 		t.Errorf("--help: exit %d", code)
@@ -219,13 +219,13 @@ func TestCLIUsageErrors(t *testing.T) {
 
 func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{"4M": 4 << 20, "4MiB": 4 << 20, "64K": 64 << 10, "65536": 65536, "1G": 1 << 30, "0": 0} {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v", in, got, err)
+		if got, err := repocli.ParseSize(in); err != nil || got != want {
+			t.Errorf("repocli.ParseSize(%q) = %d, %v", in, got, err)
 		}
 	}
 	for _, bad := range []string{"", "x", "-1", "4T"} {
-		if _, err := parseSize(bad); err == nil {
-			t.Errorf("parseSize(%q) accepted", bad)
+		if _, err := repocli.ParseSize(bad); err == nil {
+			t.Errorf("repocli.ParseSize(%q) accepted", bad)
 		}
 	}
 }

@@ -5,60 +5,20 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
-	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/cairn-backup/cairn/blockdiff"
 	"github.com/cairn-backup/cairn/internal/cli"
-	"github.com/spf13/cobra"
+	"github.com/cairn-backup/cairn/internal/repocli"
 )
-
-func (a *app) initCmd() *cobra.Command {
-	var encrypt bool
-	var blockSize string
-	cmd := &cobra.Command{
-		Use:   "init --repo URL [--encrypt] [--block-size N]",
-		Short: "Create a repository",
-		Args:  cli.Args(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			bs, err := parseBlockSize(blockSize)
-			if err != nil {
-				return err
-			}
-			return a.Init(cmd.Context(), blockdiff.InitConfig{BlockSize: bs, Encrypt: encrypt})
-		},
-	}
-	cmd.Flags().BoolVar(&encrypt, "encrypt", false, "encrypt with a key wrapped by the passphrase")
-	cmd.Flags().StringVar(&blockSize, "block-size", "4MiB", "default block size of versions (64KiB..32MiB)")
-	return cmd
-}
-
-// backupJSON is the --json output of backup.
-type backupJSON struct {
-	ID      string            `json:"id"`
-	Volume  string            `json:"volume"`
-	Size    int64             `json:"size"`
-	Created string            `json:"created"`
-	Base    string            `json:"base,omitempty"`
-	Labels  map[string]string `json:"labels"`
-	Status  string            `json:"status"`
-	blockdiff.Stats
-}
-
-// newBackupJSON returns backup --json's form of a new version.
-func newBackupJSON(v *blockdiff.Version) backupJSON {
-	return backupJSON{ID: v.ID, Volume: v.Volume, Size: v.Size, Created: v.Created.Format(time.RFC3339),
-		Base: v.Base, Labels: v.Labels, Status: string(v.Status), Stats: v.Stats}
-}
 
 func (a *app) backupCmd() *cobra.Command {
 	var base, hintsFile, blockSize string
 	var labels []string
 	var verifyPct float64
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "backup [--base VERSION] [--hints FILE|-] [--label k=v]... [--block-size N] SOURCE VOLUME",
 		Short: "Back up a file or block device as a new version of VOLUME",
@@ -66,10 +26,10 @@ func (a *app) backupCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, as []string) error {
 			opts := blockdiff.BackupOptions{Volume: as[1], Base: base, VerifyPercent: verifyPct}
 			var err error
-			if opts.Labels, err = cli.ParseLabels(labels); err != nil {
+			if opts.Labels, err = repocli.ParseLabels(labels); err != nil {
 				return err
 			}
-			bs, err := parseBlockSize(blockSize)
+			bs, err := repocli.ParseBlockSize(blockSize)
 			if err != nil {
 				return err
 			}
@@ -91,7 +51,7 @@ func (a *app) backupCmd() *cobra.Command {
 			}
 			defer src.Close()
 			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-				bar := cli.NewProgress(a.IO.Err, "backup "+opts.Volume)
+				bar := a.NewProgress("backup " + opts.Volume)
 				opts.Progress = bar.Bytes
 				v, err := r.Backup(cmd.Context(), src, opts)
 				bar.Finish()
@@ -101,8 +61,8 @@ func (a *app) backupCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if asJSON {
-					return cli.WriteJSON(a.IO.Out, newBackupJSON(v))
+				if a.JSON {
+					return a.WriteJSON(repocli.NewVersionJSON(v))
 				}
 				_, err = fmt.Fprintln(a.IO.Out, v.ID)
 				return err
@@ -115,7 +75,6 @@ func (a *app) backupCmd() *cobra.Command {
 	f.StringArrayVar(&labels, "label", nil, "label k=v (repeatable)")
 	f.StringVar(&blockSize, "block-size", "0", "block size of this version (default: the repository's)")
 	f.Float64Var(&verifyPct, "verify-hints", 0, "percent of blocks outside the hints to check against the base (default: Benji's sample)")
-	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
 
@@ -141,7 +100,7 @@ func (a *app) restoreCmd() *cobra.Command {
 		Args:  cli.Args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, as []string) error {
 			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-				bar := cli.NewProgress(a.IO.Err, "restore "+as[0])
+				bar := a.NewProgress("restore " + as[0])
 				err := r.RestoreFile(cmd.Context(), as[0], as[1],
 					blockdiff.RestoreFileOptions{Overwrite: force, AllowInvalid: force, Sparse: sparse, Progress: bar.Bytes})
 				bar.Finish()
@@ -158,52 +117,6 @@ func (a *app) restoreCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&sparse, "sparse", false, "skip writing zero blocks to an existing destination (a file is emptied first; a device must read as zeros)")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing file or device, and restore a version that is not valid")
 	return cmd
-}
-
-func (a *app) lsCmd() *cobra.Command {
-	var volume string
-	var labels []string
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "ls [--volume V] [--label k=v]... [--json]",
-		Short: "List versions, oldest first",
-		Args:  cli.Args(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			lm, err := cli.ParseLabels(labels)
-			if err != nil {
-				return err
-			}
-			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-				vs, err := r.List(cmd.Context(), blockdiff.Filter{Volume: volume, Labels: lm})
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return cli.WriteJSON(a.IO.Out, cli.VersionsJSON(vs))
-				}
-				return printTable(a.IO.Out, vs)
-			})
-		},
-	}
-	cmd.Flags().StringVar(&volume, "volume", "", "only versions of this volume")
-	cmd.Flags().StringArrayVar(&labels, "label", nil, "only versions with label k=v (repeatable)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
-	return cmd
-}
-
-// printTable prints versions for people.
-func printTable(w io.Writer, vs []*blockdiff.Version) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tVOLUME\tCREATED\tSIZE\tSTATUS\tPROTECTED\tLABELS")
-	for _, v := range vs {
-		var ls []string
-		for k, val := range v.Labels {
-			ls = append(ls, k+"="+val)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%s\n", v.ID, v.Volume, v.Created.Local().Format(time.DateTime),
-			cli.HumanBytes(v.Size), v.Status, v.Protected, strings.Join(slices.Sorted(slices.Values(ls)), ","))
-	}
-	return tw.Flush()
 }
 
 func (a *app) rmCmd() *cobra.Command {
@@ -282,7 +195,7 @@ func (a *app) labelCmd() *cobra.Command {
 					del = append(del, k)
 					continue
 				}
-				m, err := cli.ParseLabels([]string{kv})
+				m, err := repocli.ParseLabels([]string{kv})
 				if err != nil {
 					return err
 				}
@@ -296,39 +209,4 @@ func (a *app) labelCmd() *cobra.Command {
 			})
 		},
 	}
-}
-
-// parseBlockSize parses a --block-size (see parseSize); 0 means the
-// default. A size blockdiff would refuse is a usage error.
-func parseBlockSize(s string) (int, error) {
-	v, err := parseSize(s)
-	if err != nil || v == 0 {
-		return 0, err
-	}
-	if err := blockdiff.CheckBlockSize(int(v)); err != nil {
-		return 0, cli.UsageError{Err: fmt.Errorf("--block-size %s: %w", s, err)}
-	}
-	return int(v), nil
-}
-
-// parseSize parses a byte count with an optional K/M/G suffix (powers of two:
-// 4M, 4MiB and 4194304 are the same).
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
-	mult := int64(1)
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult, t = 1<<10, t[:n-1]
-		case 'M':
-			mult, t = 1<<20, t[:n-1]
-		case 'G':
-			mult, t = 1<<30, t[:n-1]
-		}
-	}
-	v, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || v < 0 || v > 1<<40/mult {
-		return 0, cli.Usagef("size %q: want a number with an optional K, M or G suffix", s)
-	}
-	return v * mult, nil
 }

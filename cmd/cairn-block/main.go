@@ -23,23 +23,14 @@
 //
 // --repo defaults to $CAIRN_REPO. The passphrase of an encrypted repository
 // comes from $CAIRN_PASSWORD or --password-file, never from a flag value.
-// Exit codes: 0 success, 1 failure, 2 usage error.
+// Exit codes: 0 success, 1 failure, 2 usage error, 3 partial (backup-all:
+// some volumes failed), 10 no repository, 11 locked, 12 wrong passphrase,
+// 130 interrupted.
 package main
 
 import (
-	"context"
-	"os"
-	"os/signal"
-	"syscall"
-
 	"github.com/cairn-backup/cairn/internal/cli"
 	_ "github.com/cairn-backup/cairn/objstore/s3" // registers s3:// for --repo
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr,
-		Getenv: os.Getenv})
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main(run) }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cairn-backup/cairn/blockdiff"
 	"github.com/cairn-backup/cairn/internal/cli"
+	"github.com/cairn-backup/cairn/internal/repocli"
 	"github.com/cairn-backup/cairn/objstore"
 )
 
@@ -50,9 +51,9 @@ func poolImage(t *testing.T, dir string, idx []int, own uint64) (string, []byte)
 }
 
 // versionsJSON returns ls --json.
-func (c *tcli) versions() []cli.VersionJSON {
+func (c *tcli) versions() []repocli.VersionJSON {
 	c.t.Helper()
-	var vs []cli.VersionJSON
+	var vs []repocli.VersionJSON
 	if err := json.Unmarshal([]byte(c.ok("ls", "--json")), &vs); err != nil {
 		c.t.Fatal(err)
 	}
@@ -281,7 +282,7 @@ func TestCLIProcessRace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var vs []cli.VersionJSON
+	var vs []repocli.VersionJSON
 	if err := json.Unmarshal([]byte(out), &vs); err != nil {
 		t.Fatal(err)
 	}
@@ -322,8 +323,9 @@ func TestCLINBDQemu(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	a := &app{Repo: cli.Repo{IO: cli.IO{Err: os.Stderr}, LogLevel: "info"}}
-	_ = a.Setup()
+	a := &app{}
+	a.IO, a.LogLevel, a.LogFormat = cli.IO{Err: os.Stderr}, "info", "text"
+	_ = a.App.Setup()
 	go func() { done <- a.serveNBD(ctx, l, r, blockdiff.ReaderOptions{CacheBlocks: 2}) }()
 	defer func() {
 		cancel()

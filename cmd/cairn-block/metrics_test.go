@@ -37,8 +37,10 @@ func TestCLIMetricsFile(t *testing.T) {
 	backupProm, cleanupProm := filepath.Join(dir, "backup-vol.prom"), filepath.Join(dir, "cleanup.prom")
 
 	var res struct {
-		BytesWritten float64 `json:"bytes_written"`
-		Size         float64 `json:"size"`
+		Stats struct {
+			BytesWritten float64 `json:"bytes_written"`
+		} `json:"stats"`
+		Size float64 `json:"size"`
 	}
 	out := c.ok("backup", "--json", "--metrics-file", backupProm, "file://"+src, "vol")
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
@@ -52,8 +54,8 @@ func TestCLIMetricsFile(t *testing.T) {
 	if v := promValue(t, text, "cairn_last_run_success", `command="backup"`); v != 1 {
 		t.Errorf("success = %v", v)
 	}
-	if v := promValue(t, text, "cairn_backup_stored_bytes", `volume="vol"`); v != res.BytesWritten || v == 0 {
-		t.Errorf("stored bytes %v, --json says %v", v, res.BytesWritten)
+	if v := promValue(t, text, "cairn_backup_stored_bytes", `volume="vol"`); v != res.Stats.BytesWritten || v == 0 {
+		t.Errorf("stored bytes %v, --json says %v", v, res.Stats.BytesWritten)
 	}
 	if v := promValue(t, text, "cairn_backup_size_bytes", `run="backup-vol"`); v != res.Size {
 		t.Errorf("size %v, --json says %v", v, res.Size)

@@ -5,8 +5,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cairn-backup/cairn/internal/cli"
 	"github.com/spf13/cobra"
+
+	"github.com/cairn-backup/cairn/internal/cli"
+	"github.com/cairn-backup/cairn/internal/repocli"
 )
 
 // cephFlags are the connection flags of the commands that talk to Ceph; the
@@ -56,19 +58,20 @@ func (a *app) addCephCommands(root *cobra.Command) {
 			}
 		}
 	}
-	root.AddCommand(a.backupAllCmd())
+	root.AddCommand(a.backupAllCmd(), a.restorePVCCmd()) // restore-pvc: kubecmd.go
 }
 
 // backupAllOptions are the flags of backup-all.
 type backupAllOptions struct {
-	ceph         cephFlags
-	pool, ns     string
-	imageRegex   *regexp.Regexp
-	volumePrefix string
-	labels       map[string]string
-	blockSize    int
-	parallel     int
-	asJSON       bool
+	ceph           cephFlags
+	pool, ns       string
+	imageRegex     *regexp.Regexp
+	volumePrefix   string
+	kube           kubeFlags // --selector: PVCs instead of --pool (kubecmd.go)
+	snapshotPrefix string
+	labels         map[string]string
+	blockSize      int
+	parallel       int
 }
 
 func (a *app) backupAllCmd() *cobra.Command {
@@ -76,25 +79,40 @@ func (a *app) backupAllCmd() *cobra.Command {
 	var re, blockSize string
 	var labels []string
 	cmd := &cobra.Command{
-		Use:   "backup-all --pool POOL [--image-regex R] [--volume-prefix P] [--json]",
-		Short: "Back up every RBD image of a pool (Benji's backup-all); exit 1 when any failed",
+		Use:   "backup-all {--pool POOL [--image-regex R] | --selector SEL {--namespace N... | --all-namespaces}} [--snapshot-prefix P] [--json]",
+		Short: "Back up every RBD image of a pool, or of the PVCs a label selector chooses (Benji's backup-all)",
 		Long: "backup-all backs up each image of POOL whose name matches --image-regex (unanchored: use\n" +
 			"^...$) as `backup rbd://POOL/IMAGE PREFIX+IMAGE` does: snapshot, diff from the last valid\n" +
 			"version, rotation of the b- snapshots. One image's failure does not stop the others; the\n" +
-			"exit code is 0 only when every image succeeded. --json prints a summary.",
+			"exit code is 0 only when every image succeeded. --json prints a summary.\n\n" +
+			"With --selector instead of --pool it backs up the PVCs that the Kubernetes label selector\n" +
+			"chooses in the --namespace(s) or --all-namespaces: each PVC's bound PV names its RBD image\n" +
+			"(ceph-csi rbd.csi.ceph.com or in-tree rbd), backed up as the volume NAMESPACE/PVC with the\n" +
+			"labels k8s-namespace, k8s-pvc, k8s-pvc-uid, k8s-pv, k8s-storage-class, k8s-driver and\n" +
+			"k8s-rbd-image. A PVC that is unbound, of another driver or whose backup fails is reported\n" +
+			"and the others go on. It needs get/list on PVCs and get on PVs (deploy/rbac.yaml).\n\n" +
+			"--snapshot-prefix: two jobs that back up the same images into two repositories need\n" +
+			"prefixes of their own, or each rotation removes the other's base snapshot.",
 		Args: cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.pool == "" {
-				return cli.Usagef("backup-all needs --pool")
+			if err := checkSnapshotPrefix(o.snapshotPrefix); err != nil {
+				return err
+			}
+			kubeMode := o.kube.used()
+			switch {
+			case kubeMode && (o.pool != "" || o.ns != "" || re != "" || o.volumePrefix != ""):
+				return cli.Usagef("--selector chooses PVCs, whose PVs name pool and image: drop --pool, --rbd-namespace, --image-regex and --volume-prefix")
+			case !kubeMode && o.pool == "":
+				return cli.Usagef("backup-all needs --pool, or --selector to back up PVCs")
 			}
 			var err error
 			if o.imageRegex, err = regexp.Compile(re); err != nil {
 				return cli.Usagef("--image-regex: %v", err)
 			}
-			if o.labels, err = cli.ParseLabels(labels); err != nil {
+			if o.labels, err = repocli.ParseLabels(labels); err != nil {
 				return err
 			}
-			bs, err := parseBlockSize(blockSize)
+			bs, err := repocli.ParseBlockSize(blockSize)
 			if err != nil {
 				return err
 			}
@@ -102,18 +120,28 @@ func (a *app) backupAllCmd() *cobra.Command {
 			if o.parallel < 1 {
 				return cli.Usagef("--parallel %d: want at least 1", o.parallel)
 			}
+			if kubeMode {
+				sel, err := o.kube.check()
+				if err != nil {
+					return err
+				}
+				return a.backupAllKube(cmd, &o, sel)
+			}
 			return a.backupAll(cmd, &o)
 		},
 	}
 	f := cmd.Flags()
 	o.ceph.register(cmd)
 	f.StringVar(&o.pool, "pool", "", "the RBD pool")
-	f.StringVar(&o.ns, "namespace", "", "the RBD namespace in the pool (default: none)")
+	f.StringVar(&o.ns, "rbd-namespace", "", "the RBD namespace in the pool (default: none)")
+	o.kube.register(cmd)
+	f.StringArrayVar(&o.kube.namespaces, "namespace", nil, "with --selector: the PVCs' Kubernetes namespace (repeatable)")
+	f.StringVar(&o.snapshotPrefix, "snapshot-prefix", "b-",
+		"prefix of the snapshots backup-all creates and rotates: give each repository's job its own (rotation removes only PREFIX<timestamp> snapshots)")
 	f.StringVar(&re, "image-regex", "", "back up only images whose name matches (default: all)")
 	f.StringVar(&o.volumePrefix, "volume-prefix", "", "volume name = PREFIX + image name")
 	f.StringArrayVar(&labels, "label", nil, "label k=v on every version (repeatable)")
 	f.StringVar(&blockSize, "block-size", "0", "block size of the versions (default: the repository's)")
 	f.IntVar(&o.parallel, "parallel", 1, "images backed up at once")
-	f.BoolVar(&o.asJSON, "json", false, "print a JSON summary")
 	return cmd
 }

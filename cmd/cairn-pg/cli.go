@@ -3,21 +3,26 @@ package main
 import (
 	"context"
 
-	"github.com/cairn-backup/cairn/internal/cli"
-	"github.com/cairn-backup/cairn/pgdump"
 	"github.com/spf13/cobra"
+
+	"github.com/cairn-backup/cairn/blockdiff"
+	"github.com/cairn-backup/cairn/internal/cli"
+	"github.com/cairn-backup/cairn/internal/repocli"
+	"github.com/cairn-backup/cairn/pgdump"
 )
 
-// app holds the global flags and what the commands share.
+// app holds the global flags and what the commands share: the repository
+// layer of every cairn binary (internal/repocli) and the server flags.
 type app struct {
-	cli.Repo
+	repocli.Repo
 	dsn    string
 	binDir string
 }
 
 // run executes one command line and returns the exit code.
 func run(ctx context.Context, args []string, sio cli.IO) int {
-	a := &app{Repo: cli.Repo{IO: sio}}
+	a := &app{}
+	a.IO = sio
 	return a.Execute(ctx, a.rootCmd(), args)
 }
 
@@ -32,11 +37,12 @@ func (a *app) rootCmd() *cobra.Command {
 			"--password-file; the server from the libpq environment and --dsn / $CAIRN_PG_DSN.",
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return a.setup() },
 	}
-	a.AddFlags(root, "log level: debug (also the tools' stderr), info, warn, error")
+	a.AddFlags(root)
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.binDir, "bindir", "", "directory of pg_dumpall, pg_dump, psql, pg_restore (default $PG_BINDIR, else $PATH)")
-	root.AddCommand(a.initCmd(), a.dumpCmd(), a.restoreCmd(), a.lsCmd())
-	a.addRetentionCommands(root)
+	a.AddCommands(root, repocli.Mount{Kind: blockdiff.KindStream, PrintVersions: printDumps,
+		LabelFlags: []repocli.LabelFlag{{Name: "cluster", Label: pgdump.LabelCluster, Usage: "only dumps of this cluster"}}})
+	root.AddCommand(a.dumpCmd(), a.restoreCmd(), a.VersionCmd())
 	return root
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/cairn-backup/cairn/internal/cli"
+	"github.com/cairn-backup/cairn/internal/repocli"
 	"github.com/cairn-backup/cairn/internal/testenv"
 )
 
@@ -51,7 +52,7 @@ func TestDumpLsRestore(t *testing.T) {
 	if strings.Contains(e, pg.DSN) || strings.Contains(e, os.Getenv("PGPASSWORD")) {
 		t.Fatalf("the log shows the DSN or password: %s", e)
 	}
-	var vs []cli.VersionJSON
+	var vs []repocli.VersionJSON
 	if err := json.Unmarshal([]byte(out), &vs); err != nil || len(vs) != 1 || vs[0].Labels["pg.cluster"] != "main" {
 		t.Fatalf("dump --json: %v %s", err, out)
 	}
@@ -67,7 +68,7 @@ func TestDumpLsRestore(t *testing.T) {
 		t.Fatalf("metrics file after a dump lacks %s:\n%s", stored, m)
 	}
 	code, out, _ = runCLI(t, env, "ls", "--cluster", "main", "--json")
-	var ls []cli.VersionJSON
+	var ls []repocli.VersionJSON
 	if code != cli.ExitOK || json.Unmarshal([]byte(out), &ls) != nil || len(ls) != 1 || ls[0].ID != vs[0].ID || ls[0].Status != "valid" {
 		t.Fatalf("ls: %d %s", code, out)
 	}
@@ -102,7 +103,7 @@ func TestVerifyFlag(t *testing.T) {
 		t.Fatalf("init: %s", e)
 	}
 	code, out, e := runCLI(t, env, "dump", "--json", "--", "--schema-only")
-	var vs []cli.VersionJSON
+	var vs []repocli.VersionJSON
 	if code != cli.ExitOK || json.Unmarshal([]byte(out), &vs) != nil || len(vs) != 1 {
 		t.Fatalf("dump: %d %s %s", code, out, e)
 	}

@@ -4,35 +4,21 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/cairn-backup/cairn/blockdiff"
 	"github.com/cairn-backup/cairn/internal/cli"
+	"github.com/cairn-backup/cairn/internal/repocli"
 	"github.com/cairn-backup/cairn/pgdump"
-	"github.com/spf13/cobra"
 )
-
-func (a *app) initCmd() *cobra.Command {
-	var encrypt bool
-	cmd := &cobra.Command{
-		Use:   "init --repo URL [--encrypt]",
-		Short: "Create a repository",
-		Args:  cli.Args(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.Init(cmd.Context(), blockdiff.InitConfig{Encrypt: encrypt})
-		},
-	}
-	cmd.Flags().BoolVar(&encrypt, "encrypt", false, "encrypt with a key wrapped by the passphrase")
-	return cmd
-}
 
 func (a *app) dumpCmd() *cobra.Command {
 	var opts pgdump.DumpOptions
 	var mode string
 	var labels []string
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "dump [--dsn DSN] [--mode dumpall|per-database] [--database DB]... [--cluster NAME] [--label k=v]... [--json] [-- TOOL-ARGS...]",
 		Short: "Stream pg_dumpall (or pg_dump -Fc per database) into a new version",
@@ -45,7 +31,7 @@ func (a *app) dumpCmd() *cobra.Command {
 			if cmd.ArgsLenAtDash() != 0 && len(extra) > 0 {
 				return cli.Usagef("unexpected argument %q (tool arguments go after --)", extra[0])
 			}
-			lm, err := cli.ParseLabels(labels)
+			lm, err := repocli.ParseLabels(labels)
 			if err != nil {
 				return err
 			}
@@ -60,15 +46,15 @@ func (a *app) dumpCmd() *cobra.Command {
 			opts.Mode, opts.Labels, opts.Args, opts.Logger = pgdump.Mode(mode), lm, extra, a.Log
 			opts.Conn = a.conn(a.dsnOrEnv())
 			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-				bar := cli.NewProgress(a.IO.Err, "dump")
+				bar := a.NewProgress("dump")
 				opts.Progress = func(program string, done int64) { bar.Update(program, done, 0) }
 				vs, err := pgdump.Dump(cmd.Context(), r, opts)
 				bar.Finish()
 				for _, v := range vs {
 					a.RecordVersion(v)
 				}
-				if asJSON {
-					if jerr := cli.WriteJSON(a.IO.Out, cli.VersionsJSON(vs)); jerr != nil && err == nil {
+				if a.JSON {
+					if jerr := a.WriteJSON(repocli.VersionsJSON(vs)); jerr != nil && err == nil {
 						err = jerr
 					}
 				} else {
@@ -88,7 +74,6 @@ func (a *app) dumpCmd() *cobra.Command {
 	f.StringVar(&opts.Cluster, "cluster", "postgres", "cluster name, in labels and the default volume name")
 	f.StringVar(&opts.Volume, "volume", "", "version name (default pg-CLUSTER)")
 	f.StringArrayVar(&labels, "label", nil, "label k=v for the versions (repeatable)")
-	f.BoolVar(&asJSON, "json", false, "print the versions as JSON")
 	return cmd
 }
 
@@ -111,7 +96,7 @@ type reportJSON struct {
 
 func (a *app) restoreCmd() *cobra.Command {
 	var to, database, superuser string
-	var strict, verify, asJSON bool
+	var strict, verify bool
 	cmd := &cobra.Command{
 		Use:   "restore VERSION [--to -] | [--target-dsn DSN [--database DB] [--strict]] | [--verify --target-dsn DSN]",
 		Short: "Stream a dump to stdout, or load it into psql / pg_restore",
@@ -146,14 +131,14 @@ func (a *app) restoreCmd() *cobra.Command {
 						defer f.Close()
 						w = f
 					}
-					bar := cli.NewProgress(a.IO.Err, "restore "+id)
+					bar := a.NewProgress("restore " + id)
 					err := r.RestoreStream(cmd.Context(), id, w, blockdiff.StreamRestoreOptions{
 						Progress: func(done, total int64) { bar.Bytes(done, total) }})
 					bar.Finish()
 					return err
 				}
 				conn := a.conn(target)
-				bar := cli.NewProgress(a.IO.Err, "restore "+id)
+				bar := a.NewProgress("restore " + id)
 				var rep *pgdump.Report
 				var err error
 				if verify {
@@ -163,7 +148,7 @@ func (a *app) restoreCmd() *cobra.Command {
 						Strict: strict, Logger: a.Log, Progress: func(done, total int64) { bar.Bytes(done, total) }})
 				}
 				bar.Finish()
-				if asJSON && rep != nil {
+				if a.JSON && rep != nil {
 					out := reportJSON{Version: id, Program: rep.Program, Errors: rep.Errors, Benign: rep.Benign}
 					if out.Errors == nil {
 						out.Errors = []string{}
@@ -171,7 +156,7 @@ func (a *app) restoreCmd() *cobra.Command {
 					if err != nil {
 						out.Error = err.Error()
 					}
-					if jerr := cli.WriteJSON(a.IO.Out, out); jerr != nil && err == nil {
+					if jerr := a.WriteJSON(out); jerr != nil && err == nil {
 						err = jerr
 					}
 				} else if rep != nil && len(rep.Errors) > rep.Benign {
@@ -193,49 +178,17 @@ func (a *app) restoreCmd() *cobra.Command {
 	f.BoolVar(&strict, "strict", false, "fail when the load reports errors")
 	f.BoolVar(&verify, "verify", false, "load into a scratch database or cluster and check that it loads without errors")
 	f.StringVar(&superuser, "superuser", "postgres", "with --verify of a cluster dump: the scratch cluster's superuser (the dump's role)")
-	f.BoolVar(&asJSON, "json", false, "print the load's report as JSON")
 	return cmd
 }
 
-func (a *app) lsCmd() *cobra.Command {
-	var volume, cluster string
-	var labels []string
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "ls [--cluster NAME] [--volume V] [--label k=v]... [--json]",
-		Short: "List dumps, oldest first",
-		Args:  cli.Args(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			lm, err := cli.ParseLabels(labels)
-			if err != nil {
-				return err
-			}
-			if cluster != "" {
-				lm[pgdump.LabelCluster] = cluster
-			}
-			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
-				all, err := r.List(cmd.Context(), blockdiff.Filter{Volume: volume, Labels: lm})
-				if err != nil {
-					return err
-				}
-				vs := slices.DeleteFunc(all, func(v *blockdiff.Version) bool { return v.Kind != blockdiff.KindStream })
-				if asJSON {
-					return cli.WriteJSON(a.IO.Out, cli.VersionsJSON(vs))
-				}
-				tw := tabwriter.NewWriter(a.IO.Out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tVOLUME\tCREATED\tSIZE\tNEW\tSTATUS\tSERVER\tDATABASES")
-				for _, v := range vs {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.ID, v.Volume, v.Created.Local().Format(time.DateTime),
-						cli.HumanBytes(v.Size), cli.HumanBytes(v.Stats.BytesWritten), v.Status,
-						v.Labels[pgdump.LabelServerVersion], v.Labels[pgdump.LabelDatabases])
-				}
-				return tw.Flush()
-			})
-		},
+// printDumps is cairn-pg's ls table: dumps with their server and databases.
+func printDumps(w io.Writer, vs []*blockdiff.Version) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tVOLUME\tCREATED\tSIZE\tNEW\tSTATUS\tSERVER\tDATABASES")
+	for _, v := range vs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.ID, v.Volume, v.Created.Local().Format(time.DateTime),
+			cli.HumanBytes(v.Size), cli.HumanBytes(v.Stats.BytesWritten), v.Status,
+			v.Labels[pgdump.LabelServerVersion], v.Labels[pgdump.LabelDatabases])
 	}
-	cmd.Flags().StringVar(&cluster, "cluster", "", "only dumps of this cluster")
-	cmd.Flags().StringVar(&volume, "volume", "", "only versions of this volume")
-	cmd.Flags().StringArrayVar(&labels, "label", nil, "only versions with label k=v (repeatable)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
-	return cmd
+	return tw.Flush()
 }

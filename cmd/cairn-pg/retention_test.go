@@ -7,6 +7,7 @@ import (
 
 	"github.com/cairn-backup/cairn/blockdiff"
 	"github.com/cairn-backup/cairn/internal/cli"
+	"github.com/cairn-backup/cairn/internal/repocli"
 	"github.com/cairn-backup/cairn/objstore"
 )
 
@@ -39,13 +40,13 @@ func TestEnforceCleanup(t *testing.T) {
 	if code != cli.ExitOK || json.Unmarshal([]byte(out), &res) != nil || len(res.Volumes) != 1 || len(res.Volumes[0].Removed) != 2 {
 		t.Fatalf("enforce: %d %s %s", code, out, e)
 	}
-	code, out, e = runCLI(t, env, "cleanup", "--grace", "-1s", "--json")
+	code, out, e = runCLI(t, env, "cleanup", "--grace", "0", "--json")
 	var cr blockdiff.CleanupResult
 	if code != cli.ExitOK || json.Unmarshal([]byte(out), &cr) != nil || cr.Deleted == 0 {
 		t.Fatalf("cleanup: %d %s %s", code, out, e)
 	}
 	code, out, _ = runCLI(t, env, "ls", "--json")
-	var vs []cli.VersionJSON
+	var vs []repocli.VersionJSON
 	if code != cli.ExitOK || json.Unmarshal([]byte(out), &vs) != nil || len(vs) != 1 {
 		t.Fatalf("ls after enforce: %s", out)
 	}

@@ -1,30 +1,48 @@
-// Package cli holds what cairn's binaries share: exit codes, usage errors,
-// the repository flags (--repo, --password-file, --log-level) with their
-// environment fallbacks, and opening a blockdiff repository from them.
+// Package cli is the command-line layer every cairn binary shares: the
+// process IO, the exit codes, usage errors, the global flags (--log-level,
+// --log-format, --json, --progress-interval), progress reports, the version
+// command and the run loop that turns an error into an exit code. It knows
+// nothing of repositories: internal/repocli adds those on top.
 package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
-	"github.com/cairn-backup/cairn/blockdiff"
-	"github.com/cairn-backup/cairn/objstore"
 	"github.com/spf13/cobra"
 )
 
-// Exit codes of every cairn binary.
+// Exit codes of every cairn binary (restic's numbers where restic has one).
 const (
-	ExitOK      = 0
-	ExitFailure = 1
-	ExitUsage   = 2
+	ExitOK              = 0   // the command did what it was asked
+	ExitFailure         = 1   // it failed
+	ExitUsage           = 2   // bad flags, arguments or configuration: nothing ran
+	ExitPartial         = 3   // some items (volumes of a backup-all) failed, the others succeeded
+	ExitNoRepository    = 10  // no repository at --repo
+	ExitLocked          = 11  // the repository is locked by another process
+	ExitWrongPassphrase = 12  // the passphrase does not open the repository
+	ExitInterrupted     = 130 // SIGINT or SIGTERM ended the command
 )
+
+// ExitCodesHelp is the exit-code table every binary's --help shows.
+const ExitCodesHelp = `Exit codes:
+  0    success
+  1    failure
+  2    usage error (bad flag, argument or configuration; nothing ran)
+  3    partial: some volumes failed, the others were backed up
+  10   no repository at --repo
+  11   repository locked by another process
+  12   wrong passphrase (or none for an encrypted repository)
+  130  interrupted (SIGINT, SIGTERM)`
 
 // IO is the process environment a command runs in, injectable for tests.
 type IO struct {
@@ -56,188 +74,151 @@ func Args(check cobra.PositionalArgs) cobra.PositionalArgs {
 	}
 }
 
-// execute runs one command line of root and returns the command that ran
-// and the exit code (Repo.Execute).
-func execute(ctx context.Context, root *cobra.Command, args []string, sio IO) (*cobra.Command, int) {
+// ExitError gives an error the exit code it ends the process with.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e ExitError) Error() string { return e.Err.Error() }
+func (e ExitError) Unwrap() error { return e.Err }
+
+// WithExitCode returns err carrying code; nil stays nil.
+func WithExitCode(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return ExitError{Code: code, Err: err}
+}
+
+// Main runs a binary: run gets a context that SIGINT and SIGTERM cancel,
+// the arguments and the real IO, and its result is the exit code.
+func Main(run func(ctx context.Context, args []string, sio IO) int) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], StdIO())
+	stop()
+	os.Exit(code)
+}
+
+// App is one binary's command line: its IO, the global flags and what
+// Setup builds from them. Commands read App.Log and App.JSON.
+type App struct {
+	IO IO
+
+	LogLevel         string        // --log-level
+	LogFormat        string        // --log-format: text or json
+	JSON             bool          // --json: results on stdout and progress on stderr as JSON
+	ProgressInterval time.Duration // --progress-interval: log-line progress when stderr is no terminal
+	Log              *slog.Logger  // set by Setup
+
+	// Classify maps errors of the layers above (repositories, locks) to
+	// exit codes; 0 means it has no opinion. Nil: only the generic rules.
+	Classify func(error) int
+}
+
+// AddFlags registers the global flags on root.
+func (a *App) AddFlags(root *cobra.Command) {
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	pf.StringVar(&a.LogFormat, "log-format", "text", "log format on stderr: text or json")
+	pf.BoolVar(&a.JSON, "json", false, "print results as JSON on stdout (and progress as JSON lines on stderr)")
+	pf.DurationVar(&a.ProgressInterval, "progress-interval", 10*time.Second,
+		"when stderr is not a terminal, log progress this often (0: never)")
+	if root.Long == "" {
+		root.Long = root.Short
+	}
+	root.Long += "\n\n" + ExitCodesHelp
+}
+
+// Setup checks the global flags and builds the logger; call it from the
+// root's PersistentPreRunE.
+func (a *App) Setup() error {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(a.LogLevel)); err != nil {
+		return Usagef("--log-level %q: want debug, info, warn or error", a.LogLevel)
+	}
+	if a.ProgressInterval < 0 {
+		return Usagef("--progress-interval %s: want a duration >= 0", a.ProgressInterval)
+	}
+	o := &slog.HandlerOptions{Level: lvl}
+	switch a.LogFormat {
+	case "text":
+		a.Log = slog.New(slog.NewTextHandler(a.IO.Err, o))
+	case "json":
+		a.Log = slog.New(slog.NewJSONHandler(a.IO.Err, o))
+	default:
+		return Usagef("--log-format %q: want text or json", a.LogFormat)
+	}
+	return nil
+}
+
+// Logger returns the logger, a discarding one before Setup ran.
+func (a *App) Logger() *slog.Logger {
+	if a.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return a.Log
+}
+
+// WriteJSON writes v to stdout as indented JSON, the form of every --json
+// result.
+func (a *App) WriteJSON(v any) error { return WriteJSON(a.IO.Out, v) }
+
+// WriteJSON writes v to w as indented JSON.
+func WriteJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// Execute runs one command line of root and returns the command that ran
+// and the exit code. Errors are printed as "NAME: error"; usage errors
+// (bad flags, arguments, unknown commands) add a pointer to --help.
+func (a *App) Execute(ctx context.Context, root *cobra.Command, args []string) (*cobra.Command, int) {
 	root.SilenceUsage, root.SilenceErrors = true, true
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return UsageError{Err: err} })
 	root.SetArgs(args)
-	root.SetIn(sio.In)
-	root.SetOut(sio.Out)
-	root.SetErr(sio.Err)
+	root.SetIn(a.IO.In)
+	root.SetOut(a.IO.Out)
+	root.SetErr(a.IO.Err)
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return cmd, ExitOK
 	}
-	fmt.Fprintln(sio.Err, root.Name()+":", err)
+	code := a.ExitCode(ctx, err)
+	msg := err.Error()
+	if code == ExitInterrupted && !strings.Contains(msg, "interrupt") {
+		msg = "interrupted: " + msg
+	}
+	fmt.Fprintln(a.IO.Err, root.Name()+":", msg)
+	if code == ExitUsage {
+		fmt.Fprintf(a.IO.Err, "Run '%s --help' for usage.\n", root.Name())
+	}
+	return cmd, code
+}
+
+// ExitCode is the exit code err ends a command with: an explicit
+// ExitError's, a usage error's, 130 when ctx was cancelled (a signal), then
+// what Classify says, else 1.
+func (a *App) ExitCode(ctx context.Context, err error) int {
+	var ee ExitError
 	var ue UsageError
-	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
-		fmt.Fprintf(sio.Err, "Run '%s --help' for usage.\n", root.Name())
-		return cmd, ExitUsage
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command"):
+		return ExitUsage
+	case errors.As(err, &ee):
+		return ee.Code
+	case ctx.Err() != nil:
+		return ExitInterrupted
 	}
-	return cmd, ExitFailure
-}
-
-// Execute runs one command line of root and returns the exit code: errors
-// are printed as "NAME: error", and usage errors (bad flags, arguments,
-// unknown commands) exit 2 with a pointer to --help. Then, with
-// --metrics-file, it writes the run's metrics (a usage error writes none:
-// nothing ran). A metrics file that cannot be written is reported on
-// stderr; it does not change the exit code of the work done.
-func (r *Repo) Execute(ctx context.Context, root *cobra.Command, args []string) int {
-	start := time.Now()
-	cmd, code := execute(ctx, root, args, r.IO)
-	if r.MetricsFile == "" || code == ExitUsage || cmd == nil || cmd == root {
-		return code
-	}
-	if err := r.writeMetrics(root.Name(), cmd.Name(), start, code == ExitOK); err != nil {
-		fmt.Fprintf(r.IO.Err, "%s: --metrics-file: %v\n", root.Name(), err)
-	}
-	return code
-}
-
-// Repo is the repository a command works on, from the shared flags and the
-// environment ($CAIRN_REPO, $CAIRN_PASSWORD).
-type Repo struct {
-	IO           IO
-	URL          string            // --repo
-	PasswordFile string            // --password-file
-	LogLevel     string            // --log-level
-	Log          *slog.Logger      // set by Setup
-	Options      blockdiff.Options // extra options of the binary (locks); passphrase and logger are filled in
-	MetricsFile  string            // --metrics-file, for node_exporter's textfile collector (metrics.go)
-
-	metrics metrics
-}
-
-// AddFlags registers --repo, --password-file, --log-level, --metrics-file
-// and --no-lock on root.
-func (r *Repo) AddFlags(root *cobra.Command, logLevelHelp string) {
-	pf := root.PersistentFlags()
-	pf.StringVar(&r.URL, "repo", "", "repository URL (default $CAIRN_REPO)")
-	pf.StringVar(&r.PasswordFile, "password-file", "", "file holding the repository passphrase (default $CAIRN_PASSWORD)")
-	pf.StringVar(&r.LogLevel, "log-level", "info", logLevelHelp)
-	pf.StringVar(&r.MetricsFile, "metrics-file", "",
-		"write the run's Prometheus metrics to this *.prom file for node_exporter's textfile collector (replaced atomically)")
-	pf.BoolVar(&r.Options.NoReadLock, "no-lock", false,
-		"restore and read without the shared repository lock, for credentials that cannot write (a cleanup running meanwhile can make the restore fail; backups always lock)")
-}
-
-// Setup configures logging once the flags are parsed.
-func (r *Repo) Setup() error {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(r.LogLevel)); err != nil {
-		return Usagef("--log-level %q: want debug, info, warn or error", r.LogLevel)
-	}
-	if err := checkMetricsFile(r.MetricsFile); err != nil {
-		return err
-	}
-	r.Log = slog.New(slog.NewTextHandler(r.IO.Err, &slog.HandlerOptions{Level: lvl}))
-	return nil
-}
-
-// Passphrase reads the passphrase from --password-file or $CAIRN_PASSWORD;
-// nil when neither is set. It is never a flag value, so it never shows in ps.
-func (r *Repo) Passphrase() ([]byte, error) {
-	if r.PasswordFile != "" {
-		b, err := os.ReadFile(r.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("password file: %w", err)
+	if a.Classify != nil {
+		if c := a.Classify(err); c != 0 {
+			return c
 		}
-		return []byte(strings.TrimRight(string(b), "\r\n")), nil
 	}
-	if p := r.IO.Getenv("CAIRN_PASSWORD"); p != "" {
-		return []byte(p), nil
-	}
-	return nil, nil
-}
-
-// Store opens the repository's store from --repo or $CAIRN_REPO; a bare
-// path, absolute or relative to the working directory, is a local folder.
-func (r *Repo) Store(ctx context.Context) (objstore.Store, error) {
-	url := r.URL
-	if url == "" {
-		url = r.IO.Getenv("CAIRN_REPO")
-	}
-	if url == "" {
-		return nil, Usagef("no repository: give --repo URL or set CAIRN_REPO")
-	}
-	if !strings.Contains(url, "://") {
-		abs, err := filepath.Abs(url) // file:// URLs take absolute paths only
-		if err != nil {
-			return nil, fmt.Errorf("repository path %q: %w", url, err)
-		}
-		url = "file://" + abs
-	}
-	s, err := objstore.Open(ctx, url)
-	if err != nil {
-		return nil, fmt.Errorf("open repository: %w", err)
-	}
-	return s, nil
-}
-
-// WithRepo opens the repository, runs fn and closes everything.
-func (r *Repo) WithRepo(ctx context.Context, fn func(*blockdiff.Repository) error) error {
-	s, err := r.Store(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	pass, err := r.Passphrase()
-	if err != nil {
-		return err
-	}
-	opts := r.Options
-	opts.Passphrase, opts.Logger = pass, r.Log
-	repo, err := blockdiff.Open(ctx, s, opts)
-	if errors.Is(err, blockdiff.ErrPassphraseRequired) {
-		return fmt.Errorf("%w: set CAIRN_PASSWORD or use --password-file", err)
-	}
-	if err != nil {
-		return err
-	}
-	defer repo.Close()
-	return fn(repo)
-}
-
-// Init creates a repository at --repo with ic, the passphrase of --encrypt
-// from --password-file or $CAIRN_PASSWORD, and logs what it made.
-func (r *Repo) Init(ctx context.Context, ic blockdiff.InitConfig) error {
-	s, err := r.Store(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	pass, err := r.Passphrase()
-	if err != nil {
-		return err
-	}
-	if ic.Encrypt && len(pass) == 0 {
-		return Usagef("--encrypt needs a passphrase: set CAIRN_PASSWORD or use --password-file")
-	}
-	repo, err := blockdiff.Init(ctx, s, ic, blockdiff.Options{Passphrase: pass, Logger: r.Log})
-	if err != nil {
-		return err
-	}
-	defer repo.Close()
-	r.Log.Info("repository created", "id", repo.Config().ID, "block_size", repo.BlockSize(), "encrypted", repo.Encrypted())
-	return nil
-}
-
-// ParseLabels parses key=value arguments into labels.
-func ParseLabels(kvs []string) (map[string]string, error) {
-	m := map[string]string{}
-	for _, kv := range kvs {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			return nil, Usagef("label %q: want key=value", kv)
-		}
-		if err := blockdiff.CheckLabel(k, v); err != nil {
-			return nil, UsageError{Err: err}
-		}
-		m[k] = v
-	}
-	return m, nil
+	return ExitFailure
 }
 
 // HumanBytes formats n with binary units, as in "4.0 MiB".

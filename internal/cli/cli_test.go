@@ -3,32 +3,45 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
-	"io"
-	"os"
-	"path/filepath"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/cairn-backup/cairn/blockdiff"
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-func testIO(env map[string]string) (IO, *bytes.Buffer) {
-	var errb bytes.Buffer
-	return IO{In: strings.NewReader(""), Out: &bytes.Buffer{}, Err: &errb, Getenv: func(k string) string { return env[k] }}, &errb
+func testApp() (*App, *bytes.Buffer, *bytes.Buffer) {
+	var out, errb bytes.Buffer
+	return &App{IO: IO{In: strings.NewReader(""), Out: &out, Err: &errb, Getenv: func(string) string { return "" }}}, &out, &errb
+}
+
+var errLocked = errors.New("repository is locked")
+
+func newRoot(a *App) *cobra.Command {
+	root := &cobra.Command{Use: "tool", Short: "a tool", PersistentPreRunE: func(*cobra.Command, []string) error { return a.Setup() }}
+	a.AddFlags(root)
+	run := func(err error) func(*cobra.Command, []string) error {
+		return func(*cobra.Command, []string) error { return err }
+	}
+	root.AddCommand(&cobra.Command{Use: "ok", Args: Args(cobra.NoArgs), RunE: run(nil)},
+		&cobra.Command{Use: "fail", RunE: run(errors.New("disk on fire"))},
+		&cobra.Command{Use: "bad", RunE: run(Usagef("--x %q: want a number", "y"))},
+		&cobra.Command{Use: "partial", RunE: run(WithExitCode(ExitPartial, errors.New("1 of 3 volumes failed")))},
+		&cobra.Command{Use: "locked", RunE: run(fmt.Errorf("backup: %w", errLocked))},
+		&cobra.Command{Use: "wait", RunE: func(cmd *cobra.Command, _ []string) error {
+			<-cmd.Context().Done()
+			return fmt.Errorf("reading the source: %w", cmd.Context().Err())
+		}},
+		a.VersionCmd())
+	return root
 }
 
 func TestExecuteExitCodes(t *testing.T) {
-	newRoot := func() *cobra.Command {
-		root := &cobra.Command{Use: "tool"}
-		root.AddCommand(&cobra.Command{Use: "ok", Args: Args(cobra.NoArgs), RunE: func(*cobra.Command, []string) error { return nil }})
-		root.AddCommand(&cobra.Command{Use: "fail", RunE: func(*cobra.Command, []string) error { return errors.New("disk on fire") }})
-		root.AddCommand(&cobra.Command{Use: "bad", RunE: func(*cobra.Command, []string) error { return Usagef("--x %q: want a number", "y") }})
-		return root
-	}
 	cases := []struct {
 		args []string
 		code int
@@ -40,101 +53,116 @@ func TestExecuteExitCodes(t *testing.T) {
 		{[]string{"ok", "extra"}, ExitUsage, "Run 'tool --help' for usage."},
 		{[]string{"ok", "--nope"}, ExitUsage, "unknown flag: --nope"},
 		{[]string{"nope"}, ExitUsage, `unknown command "nope"`},
+		{[]string{"--log-level", "loud", "ok"}, ExitUsage, `--log-level "loud"`},
+		{[]string{"--log-format", "xml", "ok"}, ExitUsage, `--log-format "xml"`},
+		{[]string{"--progress-interval", "-1s", "ok"}, ExitUsage, `--progress-interval -1s`},
+		{[]string{"partial"}, ExitPartial, "1 of 3 volumes failed"},
+		{[]string{"locked"}, ExitLocked, "tool: backup: repository is locked"},
 	}
 	for _, c := range cases {
-		sio, errb := testIO(nil)
-		assert.Equal(t, c.code, (&Repo{IO: sio}).Execute(context.Background(), newRoot(), c.args), "%v", c.args)
+		a, _, errb := testApp()
+		a.Classify = func(err error) int {
+			if errors.Is(err, errLocked) {
+				return ExitLocked
+			}
+			return 0
+		}
+		_, code := a.Execute(context.Background(), newRoot(a), c.args)
+		assert.Equal(t, c.code, code, "%v", c.args)
 		assert.Contains(t, errb.String(), c.msg, "%v", c.args)
 	}
 }
 
-func TestPassphraseAndStore(t *testing.T) {
-	dir := t.TempDir()
-	pwFile := filepath.Join(dir, "pw")
-	require.NoError(t, os.WriteFile(pwFile, []byte("from-file\n"), 0o600))
-	sio, _ := testIO(map[string]string{"CAIRN_PASSWORD": "from-env", "CAIRN_REPO": filepath.Join(dir, "repo")})
-
-	r := &Repo{IO: sio}
-	pw, err := r.Passphrase()
-	require.NoError(t, err)
-	assert.Equal(t, "from-env", string(pw))
-	r.PasswordFile = pwFile
-	pw, err = r.Passphrase()
-	require.NoError(t, err)
-	assert.Equal(t, "from-file", string(pw), "the file wins and loses its newline")
-	r.PasswordFile = filepath.Join(dir, "missing")
-	_, err = r.Passphrase()
-	assert.ErrorContains(t, err, "password file")
-
-	s, err := r.Store(context.Background()) // a bare path from $CAIRN_REPO is a folder
-	require.NoError(t, err)
-	require.NoError(t, s.Close())
-	assert.DirExists(t, filepath.Join(dir, "repo"))
-
-	t.Chdir(dir) // and so is a relative one
-	r.URL = "rel/repo"
-	s, err = r.Store(context.Background())
-	require.NoError(t, err)
-	require.NoError(t, s.Close())
-	assert.DirExists(t, filepath.Join(dir, "rel", "repo"))
-
-	empty, _ := testIO(nil)
-	_, err = (&Repo{IO: empty}).Store(context.Background())
-	var ue UsageError
-	assert.ErrorAs(t, err, &ue, "no repository is a usage error")
+// TestExecuteInterrupted: a command ended by a signal (its context
+// cancelled) exits 130 and says so.
+func TestExecuteInterrupted(t *testing.T) {
+	a, _, errb := testApp()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	_, code := a.Execute(ctx, newRoot(a), []string{"wait"})
+	assert.Equal(t, ExitInterrupted, code)
+	assert.Contains(t, errb.String(), "tool: interrupted: reading the source: context canceled")
 }
 
-// TestNoLockFlag: a restore holds a shared lock (a file under locks/ while it
-// runs) unless --no-lock is given.
-func TestNoLockFlag(t *testing.T) {
-	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "repo")
-	for _, args := range [][]string{{"--repo", dir}, {"--repo", dir, "--no-lock"}} {
-		sio, _ := testIO(nil)
-		r := &Repo{IO: sio}
-		root := &cobra.Command{Use: "tool", RunE: func(*cobra.Command, []string) error { return nil }}
-		r.AddFlags(root, "log level")
-		root.SetArgs(args)
-		require.NoError(t, root.Execute())
-		require.NoError(t, r.Setup())
-		if _, err := os.Stat(dir); err != nil {
-			require.NoError(t, r.Init(ctx, blockdiff.InitConfig{}))
-		}
-		locks := -1
-		err := r.WithRepo(ctx, func(repo *blockdiff.Repository) error {
-			v, err := repo.BackupStream(ctx, strings.NewReader("some dump"), blockdiff.StreamOptions{Volume: "v"})
-			if err != nil {
-				return err
-			}
-			return repo.RestoreStream(ctx, v.ID, io.Discard, blockdiff.StreamRestoreOptions{Progress: func(int64, int64) {
-				ents, _ := os.ReadDir(filepath.Join(dir, "locks"))
-				locks = len(ents)
-			}})
-		})
-		require.NoError(t, err)
-		want := 1
-		if r.Options.NoReadLock {
-			want = 0
-		}
-		assert.Equal(t, want, locks, "locks during a restore with %v", args)
+func TestHelpShowsExitCodes(t *testing.T) {
+	a, out, _ := testApp()
+	_, code := a.Execute(context.Background(), newRoot(a), []string{"--help"})
+	require.Equal(t, ExitOK, code)
+	for _, want := range []string{"10   no repository", "130  interrupted", "--log-format", "--progress-interval", "--json"} {
+		assert.Contains(t, out.String(), want)
 	}
 }
 
-func TestParseLabelsAndHumanBytes(t *testing.T) {
-	m, err := ParseLabels([]string{"pvc=data", "ns=garage"})
-	require.NoError(t, err)
-	assert.Equal(t, map[string]string{"pvc": "data", "ns": "garage"}, m)
-	_, err = ParseLabels([]string{"novalue"})
-	assert.ErrorContains(t, err, `label "novalue": want key=value`)
-	assert.Equal(t, "512 B", HumanBytes(512))
-	assert.Equal(t, "4.0 MiB", HumanBytes(4<<20))
+func TestVersionCommand(t *testing.T) {
+	a, out, _ := testApp()
+	_, code := a.Execute(context.Background(), newRoot(a), []string{"version"})
+	require.Equal(t, ExitOK, code)
+	assert.Regexp(t, `^tool \S+.* go1\.\d+`, out.String())
+	a, out, _ = testApp()
+	_, code = a.Execute(context.Background(), newRoot(a), []string{"version", "--json"})
+	require.Equal(t, ExitOK, code)
+	var bi BuildInfo
+	require.NoError(t, json.Unmarshal(out.Bytes(), &bi))
+	assert.Equal(t, "tool", bi.Binary)
+	assert.NotEmpty(t, bi.Version)
+	assert.NotEmpty(t, bi.Go)
 }
 
-func TestProgress(t *testing.T) {
-	var buf bytes.Buffer
-	p := NewProgress(&buf, "backup vm-1")
+func TestLogFormatJSON(t *testing.T) {
+	a, _, errb := testApp()
+	a.LogLevel, a.LogFormat = "info", "json"
+	require.NoError(t, a.Setup())
+	a.Log.Info("hello", "n", 1)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(errb.Bytes(), &m))
+	assert.Equal(t, "hello", m["msg"])
+}
+
+// TestProgressLogLines: without a terminal (a CronJob's log), progress is a
+// log line every interval with bytes, total, rate and ETA.
+func TestProgressLogLines(t *testing.T) {
+	a, _, errb := testApp()
+	a.LogLevel, a.LogFormat, a.ProgressInterval = "info", "text", 20*time.Millisecond
+	require.NoError(t, a.Setup())
+	p := a.NewProgress("backup vm-1")
 	p.Bytes(512<<20, 1<<30)
 	p.Bytes(256<<20, 1<<30) // a late report from another goroutine
+	time.Sleep(70 * time.Millisecond)
+	p.Finish()
+	lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+	require.GreaterOrEqual(t, len(lines), 2, errb.String())
+	for _, want := range []string{"msg=progress", `op="backup vm-1"`, `done="512.0 MiB"`, `total="1.0 GiB"`, "percent=50.0", "rate=", "eta="} {
+		assert.Contains(t, lines[0], want)
+	}
+}
+
+// TestProgressJSON: with --json, progress is JSON status lines on stderr.
+func TestProgressJSON(t *testing.T) {
+	a, out, errb := testApp()
+	a.LogLevel, a.LogFormat, a.ProgressInterval, a.JSON = "info", "text", 20*time.Millisecond, true
+	require.NoError(t, a.Setup())
+	p := a.NewProgress("restore")
+	p.Bytes(3<<20, 4<<20)
+	time.Sleep(50 * time.Millisecond)
+	p.Finish()
+	assert.Empty(t, out.String(), "progress never goes to stdout")
+	lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+	require.GreaterOrEqual(t, len(lines), 2)
+	var st progressStatus
+	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &st), lines[len(lines)-1])
+	assert.Equal(t, "status", st.MessageType)
+	assert.Equal(t, "restore", st.Op)
+	assert.Equal(t, int64(3<<20), st.BytesDone)
+	assert.Equal(t, int64(4<<20), st.TotalBytes)
+	assert.InDelta(t, 75, st.PercentDone, 0.01)
+	assert.Greater(t, st.ETA, 0.0)
+}
+
+func TestProgressLine(t *testing.T) {
+	a, _, errb := testApp()
+	a.ProgressInterval = 0 // not a terminal, no interval: silent
+	p := a.NewProgress("backup vm-1")
+	p.Bytes(512<<20, 1<<30)
 	if l := p.line(); !strings.HasPrefix(l, "backup vm-1 [===============               ]  50% 512.0 MiB / 1.0 GiB") {
 		t.Errorf("line = %q", l)
 	}
@@ -143,7 +171,10 @@ func TestProgress(t *testing.T) {
 		t.Errorf("line = %q", l)
 	}
 	p.Finish()
-	if buf.Len() != 0 {
-		t.Errorf("drew on a buffer, not a terminal: %q", buf.String())
-	}
+	assert.Empty(t, errb.String())
+}
+
+func TestHumanBytes(t *testing.T) {
+	assert.Equal(t, "512 B", HumanBytes(512))
+	assert.Equal(t, "4.0 MiB", HumanBytes(4<<20))
 }

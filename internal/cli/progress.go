@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -11,13 +13,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Progress draws a one-line progress report on a terminal, four times a
-// second: a label, what runs (when told), a bar and percentage when the
-// total is known or the bytes so far otherwise, and the rate. On anything
-// but a terminal (a pipe, a log file, a test buffer) it stays silent, so
-// that logs stay clean. Update may be called from several goroutines.
+// Progress reports a long operation's bytes as it runs, in the form the
+// output calls for:
+//   - on a terminal, a one-line bar redrawn four times a second;
+//   - otherwise (a CronJob's log, a pipe) a log line every interval with the
+//     bytes done, the total when known, the rate and the ETA, through the
+//     logger (so --log-format json makes it JSON);
+//   - with --json, a JSON status line on stderr every interval, whatever
+//     stderr is, so that a program reading the output gets one format.
+//
+// Update may be called from several goroutines.
 type Progress struct {
-	w     io.Writer
 	label string
 	start time.Time
 	mu    sync.Mutex
@@ -28,29 +34,64 @@ type Progress struct {
 	wg    sync.WaitGroup
 }
 
-// NewProgress starts a progress line on w when w is a terminal; otherwise
-// the returned Progress records updates and draws nothing.
-func NewProgress(w io.Writer, label string) *Progress {
-	p := &Progress{w: w, label: label, start: time.Now()}
-	if !IsTerminal(w) {
-		return p
+// progressStatus is one --json status line.
+type progressStatus struct {
+	MessageType string  `json:"message_type"` // "status"
+	Op          string  `json:"op"`
+	What        string  `json:"what,omitempty"`
+	BytesDone   int64   `json:"bytes_done"`
+	TotalBytes  int64   `json:"total_bytes,omitempty"`
+	PercentDone float64 `json:"percent_done,omitempty"`
+	Rate        float64 `json:"bytes_per_second"`
+	Elapsed     float64 `json:"seconds_elapsed"`
+	ETA         float64 `json:"seconds_remaining,omitempty"`
+}
+
+// NewProgress starts reporting the progress of op (a label such as
+// "backup") in the form App's flags and stderr call for; Finish ends it.
+func (a *App) NewProgress(op string) *Progress {
+	p := &Progress{label: op, start: time.Now()}
+	switch {
+	case a.JSON:
+		if a.ProgressInterval > 0 {
+			enc := json.NewEncoder(a.IO.Err)
+			p.run(a.ProgressInterval, func(final bool) { _ = enc.Encode(p.status()) })
+		}
+	case IsTerminal(a.IO.Err):
+		w := a.IO.Err
+		p.run(250*time.Millisecond, func(final bool) {
+			fmt.Fprintf(w, "\r%s ", p.line())
+			if final {
+				fmt.Fprintln(w)
+			}
+		})
+	case a.ProgressInterval > 0:
+		log := a.Logger()
+		p.run(a.ProgressInterval, func(final bool) {
+			if !final { // the command logs its own result
+				p.log(log)
+			}
+		})
 	}
+	return p
+}
+
+// run calls report every interval and once more, final, at Finish.
+func (p *Progress) run(interval time.Duration, report func(final bool)) {
 	p.stop = make(chan struct{})
 	p.wg.Go(func() {
-		t := time.NewTicker(250 * time.Millisecond)
+		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
 			select {
 			case <-t.C:
-				p.draw()
+				report(false)
 			case <-p.stop:
-				p.draw()
-				fmt.Fprintln(p.w)
+				report(true)
 				return
 			}
 		}
 	})
-	return p
 }
 
 // Update records bytes done of total (0: unknown) for what is running (""
@@ -69,37 +110,71 @@ func (p *Progress) Update(what string, done, total int64) {
 // callbacks (done, total).
 func (p *Progress) Bytes(done, total int64) { p.Update("", done, total) }
 
-// Finish stops drawing and ends the line.
+// Finish stops reporting; a terminal's line is ended.
 func (p *Progress) Finish() {
 	if p.stop != nil {
 		close(p.stop)
 		p.wg.Wait()
+		p.stop = nil
 	}
 }
 
-// line is the progress line as drawn now.
-func (p *Progress) line() string {
+// status is the progress now.
+func (p *Progress) status() progressStatus {
 	p.mu.Lock()
 	what, done, total := p.what, p.done, p.total
 	p.mu.Unlock()
-	s := p.label
-	if what != "" {
-		s += " " + what
-	}
+	el := max(time.Since(p.start).Seconds(), 0.001)
+	s := progressStatus{MessageType: "status", Op: p.label, What: what, BytesDone: done, TotalBytes: total,
+		Rate: float64(done) / el, Elapsed: el}
 	if total > 0 {
-		frac := min(float64(done)/float64(total), 1)
-		const width = 30
-		fill := int(frac * width)
-		s += fmt.Sprintf(" [%s%s] %3.0f%% %s / %s", strings.Repeat("=", fill), strings.Repeat(" ", width-fill),
-			frac*100, HumanBytes(done), HumanBytes(total))
-	} else {
-		s += " " + HumanBytes(done)
+		s.PercentDone = min(float64(done)/float64(total), 1) * 100
+		if s.Rate > 0 && done < total {
+			s.ETA = float64(total-done) / s.Rate
+		}
 	}
-	rate := float64(done) / max(time.Since(p.start).Seconds(), 0.001)
-	return s + "  " + HumanBytes(int64(rate)) + "/s"
+	return s
 }
 
-func (p *Progress) draw() { fmt.Fprintf(p.w, "\r%s ", p.line()) }
+// log writes the progress as one log line.
+func (p *Progress) log(log *slog.Logger) {
+	s := p.status()
+	args := []any{"op", s.Op}
+	if s.What != "" {
+		args = append(args, "what", s.What)
+	}
+	args = append(args, "done", HumanBytes(s.BytesDone))
+	if s.TotalBytes > 0 {
+		args = append(args, "total", HumanBytes(s.TotalBytes), "percent", fmt.Sprintf("%.1f", s.PercentDone))
+	}
+	args = append(args, "rate", HumanBytes(int64(s.Rate))+"/s", "elapsed", time.Duration(s.Elapsed*float64(time.Second)).Round(time.Second))
+	if s.ETA > 0 {
+		args = append(args, "eta", time.Duration(s.ETA*float64(time.Second)).Round(time.Second))
+	}
+	log.Info("progress", args...)
+}
+
+// line is the terminal's progress line as drawn now.
+func (p *Progress) line() string {
+	s := p.status()
+	out := p.label
+	if s.What != "" {
+		out += " " + s.What
+	}
+	if s.TotalBytes > 0 {
+		const width = 30
+		fill := int(s.PercentDone / 100 * width)
+		out += fmt.Sprintf(" [%s%s] %3.0f%% %s / %s", strings.Repeat("=", fill), strings.Repeat(" ", width-fill),
+			s.PercentDone, HumanBytes(s.BytesDone), HumanBytes(s.TotalBytes))
+	} else {
+		out += " " + HumanBytes(s.BytesDone)
+	}
+	out += "  " + HumanBytes(int64(s.Rate)) + "/s"
+	if s.ETA > 0 {
+		out += fmt.Sprintf("  ETA %s", time.Duration(s.ETA*float64(time.Second)).Round(time.Second))
+	}
+	return out
+}
 
 // IsTerminal reports whether w is a terminal.
 func IsTerminal(w io.Writer) bool {

@@ -1,8 +1,6 @@
-package cli
+package repocli
 
 import (
-	"encoding/json"
-	"io"
 	"time"
 
 	"github.com/cairn-backup/cairn/blockdiff"
@@ -40,11 +38,4 @@ func VersionsJSON(vs []*blockdiff.Version) []VersionJSON {
 		out = append(out, NewVersionJSON(v))
 	}
 	return out
-}
-
-// WriteJSON writes v to w as indented JSON, the form of every --json output.
-func WriteJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

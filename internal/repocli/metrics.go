@@ -1,4 +1,4 @@
-package cli
+package repocli
 
 import (
 	"os"
@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/cairn-backup/cairn/blockdiff"
+	"github.com/cairn-backup/cairn/internal/cli"
 )
 
 // CronJobs are not scraped, so with --metrics-file a run leaves its figures
@@ -178,10 +179,10 @@ func checkMetricsFile(path string) error {
 		return nil
 	}
 	if !strings.HasSuffix(path, ".prom") {
-		return Usagef("--metrics-file %q: node_exporter's textfile collector reads only *.prom files", path)
+		return cli.Usagef("--metrics-file %q: node_exporter's textfile collector reads only *.prom files", path)
 	}
 	if st, err := os.Stat(filepath.Dir(path)); err != nil || !st.IsDir() {
-		return Usagef("--metrics-file %q: its folder does not exist", path)
+		return cli.Usagef("--metrics-file %q: its folder does not exist", path)
 	}
 	return nil
 }

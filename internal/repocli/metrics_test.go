@@ -1,4 +1,4 @@
-package cli
+package repocli
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cairn-backup/cairn/internal/cli"
 )
 
 // readProm parses a textfile and returns each metric's single sample.
@@ -48,9 +50,10 @@ func TestMetricsFile(t *testing.T) {
 	file := filepath.Join(dir, "nightly-backup.prom")
 	exec := func(fail bool, args ...string) int {
 		sio, _ := testIO(nil)
-		r := &Repo{IO: sio}
+		r := &Repo{}
+		r.IO = sio
 		root := &cobra.Command{Use: "cairn-x", PersistentPreRunE: func(*cobra.Command, []string) error { return r.Setup() }}
-		r.AddFlags(root, "log level")
+		r.AddFlags(root)
 		root.AddCommand(&cobra.Command{Use: "work", RunE: func(*cobra.Command, []string) error {
 			r.Metric("cairn_backup_stored_bytes", "stored", 1234, "volume", "pvc-1")
 			if fail {
@@ -61,7 +64,7 @@ func TestMetricsFile(t *testing.T) {
 		return r.Execute(context.Background(), root, args)
 	}
 
-	require.Equal(t, ExitOK, exec(false, "work", "--metrics-file", file))
+	require.Equal(t, cli.ExitOK, exec(false, "work", "--metrics-file", file))
 	m := readProm(t, file)
 	assert.Equal(t, 1.0, m[MetricSuccess].GetGauge().GetValue())
 	assert.Equal(t, map[string]string{"run": "nightly-backup", "binary": "cairn-x", "command": "work"}, labels(m[MetricSuccess]))
@@ -70,7 +73,7 @@ func TestMetricsFile(t *testing.T) {
 	success := m[MetricLastSuccess].GetGauge().GetValue()
 	assert.Equal(t, m[MetricLastRun].GetGauge().GetValue(), success)
 
-	require.Equal(t, ExitFailure, exec(true, "work", "--metrics-file", file))
+	require.Equal(t, cli.ExitFailure, exec(true, "work", "--metrics-file", file))
 	m = readProm(t, file)
 	assert.Equal(t, 0.0, m[MetricSuccess].GetGauge().GetValue())
 	assert.Equal(t, success, m[MetricLastSuccess].GetGauge().GetValue(), "a failed run keeps the last success")
@@ -78,9 +81,9 @@ func TestMetricsFile(t *testing.T) {
 
 	before, err := os.ReadFile(file)
 	require.NoError(t, err)
-	require.Equal(t, ExitUsage, exec(false, "work", "--metrics-file", filepath.Join(dir, "x.txt")))
-	require.Equal(t, ExitUsage, exec(false, "work", "--metrics-file", filepath.Join(dir, "missing", "x.prom")))
-	require.Equal(t, ExitUsage, exec(false, "work", "--metrics-file", file, "--bogus"))
+	require.Equal(t, cli.ExitUsage, exec(false, "work", "--metrics-file", filepath.Join(dir, "x.txt")))
+	require.Equal(t, cli.ExitUsage, exec(false, "work", "--metrics-file", filepath.Join(dir, "missing", "x.prom")))
+	require.Equal(t, cli.ExitUsage, exec(false, "work", "--metrics-file", file, "--bogus"))
 	after, err := os.ReadFile(file)
 	require.NoError(t, err)
 	assert.Equal(t, string(before), string(after), "usage errors leave the file alone")
@@ -89,6 +92,6 @@ func TestMetricsFile(t *testing.T) {
 
 	// A failed first run has no success to report.
 	first := filepath.Join(dir, "first.prom")
-	require.Equal(t, ExitFailure, exec(true, "work", "--metrics-file", first))
+	require.Equal(t, cli.ExitFailure, exec(true, "work", "--metrics-file", first))
 	assert.NotContains(t, readProm(t, first), MetricLastSuccess)
 }
