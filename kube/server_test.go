@@ -132,3 +132,25 @@ func TestRealServer(t *testing.T) {
 		t.Errorf("absent PVC: %v", err)
 	}
 }
+
+// TestConfig: an explicit kubeconfig path, else $KUBECONFIG (outside a
+// cluster); a missing file is an error naming it.
+func TestConfig(t *testing.T) {
+	env := kubetest.New(t)
+	cfg, err := kube.Config(env.Kubeconfig)
+	if err != nil || cfg.Host != env.APIServer {
+		t.Fatalf("Config(%s): %v, %v", env.Kubeconfig, cfg, err)
+	}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "") // not in a cluster
+	t.Setenv("KUBECONFIG", env.Kubeconfig)
+	if cfg, err := kube.Config(""); err != nil || cfg.Host != env.APIServer {
+		t.Errorf("Config(\"\") with $KUBECONFIG: %v, %v", cfg, err)
+	}
+	if _, err := kube.Config("/nonexistent/kubeconfig"); err == nil || !strings.Contains(err.Error(), "/nonexistent/kubeconfig") {
+		t.Errorf("missing kubeconfig: %v", err)
+	}
+	t.Setenv("KUBECONFIG", "/nonexistent/kubeconfig")
+	if _, err := kube.Config(""); err == nil {
+		t.Error("no kubeconfig at all: no error")
+	}
+}
