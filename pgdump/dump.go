@@ -161,7 +161,9 @@ func Dump(ctx context.Context, repo *blockdiff.Repository, opts DumpOptions) ([]
 		l := maps.Clone(labels)
 		l[LabelDatabases] = labelValue(db)
 		l[LabelFormat], l[LabelContent] = FormatCustom, ContentDatabase
-		args := append(append([]string{"-Fc"}, opts.dsnArgs(db)...), opts.Args...)
+		// -Z0: an uncompressed archive deduplicates from day to day; the
+		// repository compresses. The caller's -Z in opts.Args comes later and wins.
+		args := append(append([]string{"-Fc", "-Z0"}, opts.dsnArgs(db)...), opts.Args...)
 		v, err := dumpOne(ctx, repo, opts, log, opts.Volume+"/"+db, l, "pg_dump", args)
 		if err != nil {
 			return out, err

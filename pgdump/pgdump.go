@@ -70,8 +70,9 @@ type Mode string
 const (
 	// ModeDumpAll runs pg_dumpall: one plain SQL stream of the whole cluster.
 	ModeDumpAll Mode = "dumpall"
-	// ModePerDatabase runs pg_dumpall --globals-only and then pg_dump -Fc for
-	// each database: one version per database, restorable one by one.
+	// ModePerDatabase runs pg_dumpall --globals-only and then pg_dump -Fc -Z0
+	// for each database: one version per database, restorable one by one,
+	// uncompressed so that it deduplicates (the repository compresses).
 	ModePerDatabase Mode = "per-database"
 )
 

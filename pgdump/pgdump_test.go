@@ -429,6 +429,42 @@ func TestDumpPerDatabaseVerify(t *testing.T) {
 	}
 }
 
+// TestDumpPerDatabaseDedups: per-database archives are uncompressed
+// (-Z0), so the next day's dump of a database with 99 changed rows stores a
+// small part of it anew (compressed archives change throughout).
+func TestDumpPerDatabaseDedups(t *testing.T) {
+	env := pg(t)
+	ctx := context.Background()
+	db := "cairn_pgdump_dedup"
+	psql(t, env, "postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+	psql(t, env, "postgres", "CREATE DATABASE "+db)
+	defer psql(t, env, "postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+	psql(t, env, db, "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100000) g")
+	r := newRepo(t)
+	opts := DumpOptions{Conn: Conn{DSN: env.DSN, BinDir: env.BinDir}, Mode: ModePerDatabase, Databases: []string{db}, Cluster: "dedup"}
+	if _, err := Dump(ctx, r, opts); err != nil {
+		t.Fatal(err)
+	}
+	psql(t, env, db, "UPDATE t SET v = 'changed' WHERE id BETWEEN 50000 AND 50098")
+	vs, err := Dump(ctx, r, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	day2 := vs[1]
+	if day2.Size < 3<<20 || day2.Stats.BytesWritten*4 > day2.Size {
+		t.Fatalf("day 2 stored %d new bytes of a %d-byte archive: it does not deduplicate", day2.Stats.BytesWritten, day2.Size)
+	}
+	// pg_dump's own -Z after -- still wins: a compressed archive.
+	opts.Args = []string{"-Z6"}
+	vs, err = Dump(ctx, r, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vs[1].Size*2 > day2.Size {
+		t.Fatalf("-Z6 after --: archive of %d bytes, uncompressed %d", vs[1].Size, day2.Size)
+	}
+}
+
 func TestSplitPassword(t *testing.T) {
 	for _, tc := range []struct{ in, rest, pass string }{
 		{"postgres://u:s3cret@h:5432/db?sslmode=disable", "postgres://u@h:5432/db?sslmode=disable", "s3cret"},
