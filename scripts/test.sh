@@ -8,7 +8,9 @@
 # two runs on one machine never share, or stop, each other's servers.
 #
 # Knobs: CAIRN_TEST_RACE=0 runs without the race detector (default: on);
-# CAIRN_TEST_PKGS (default ./...); CAIRN_TEST_FLAGS, extra go test flags.
+# CAIRN_TEST_PKGS (default ./...); CAIRN_TEST_FLAGS, extra go test flags;
+# CAIRN_TEST_FUZZTIME, how long each fuzzer runs after the tests (default
+# 3s, 0 skips; scripts/fuzz.sh).
 #
 # Cold and warm timings of each part: scripts/README.md.
 set -euo pipefail
@@ -44,6 +46,14 @@ t=$(date +%s)
 # shellcheck disable=SC2086
 go test -count=1 -timeout 30m "${race[@]}" -tags "ceph pacific" ${CAIRN_TEST_FLAGS:-} ${CAIRN_TEST_PKGS:-./...}
 echo "test.sh: go test done in $(since "$t")" >&2
+
+# The fuzzers beyond their seed corpora (which go test just ran), briefly:
+# CAIRN_TEST_FUZZTIME each (default 3s; 0 skips). Longer: scripts/fuzz.sh.
+if [[ ${CAIRN_TEST_FUZZTIME:-3s} != 0 ]]; then
+  t=$(date +%s)
+  FUZZTIME=${CAIRN_TEST_FUZZTIME:-3s} FUZZ_TAGS="ceph pacific" bash scripts/fuzz.sh
+  echo "test.sh: fuzzing done in $(since "$t")" >&2
+fi
 
 # The README's main job must keep working too.
 t=$(date +%s)
