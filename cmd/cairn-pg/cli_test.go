@@ -114,3 +114,32 @@ func TestVerifyFlag(t *testing.T) {
 		t.Fatalf("restore --verify: %d %s %s", code, out, e)
 	}
 }
+
+// TestExitCodes: cairn-pg exits as cairn-block does: 10 without a
+// repository, 12 with a wrong passphrase, 2 for a bad rule, and has a version
+// command.
+func TestExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"CAIRN_REPO": dir + "/repo"}
+	if code, _, e := runCLI(t, env, "ls"); code != cli.ExitNoRepository {
+		t.Errorf("ls without a repository: exit %d: %s", code, e)
+	}
+	env["CAIRN_PASSWORD"] = "right"
+	if code, _, e := runCLI(t, env, "init", "--encrypt"); code != cli.ExitOK {
+		t.Fatal(e)
+	}
+	env["CAIRN_PASSWORD"] = "wrong"
+	if code, _, e := runCLI(t, env, "ls"); code != cli.ExitWrongPassphrase {
+		t.Errorf("wrong passphrase: exit %d: %s", code, e)
+	}
+	env["CAIRN_PASSWORD"] = "right"
+	if code, _, e := runCLI(t, env, "enforce", "latest7,dayz3"); code != cli.ExitUsage || !strings.Contains(e, "dayz3") {
+		t.Errorf("bad rule: exit %d: %s", code, e)
+	}
+	if code, out, _ := runCLI(t, env, "version"); code != cli.ExitOK || !strings.HasPrefix(out, "cairn-pg ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+	if code, out, _ := runCLI(t, env, "--help"); code != cli.ExitOK || !strings.Contains(out, "12   wrong passphrase") {
+		t.Errorf("--help lacks the exit codes: %s", out)
+	}
+}
