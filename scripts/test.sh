@@ -47,6 +47,11 @@ t=$(date +%s)
 go test -count=1 -timeout 30m "${race[@]}" -tags "ceph pacific" ${CAIRN_TEST_FLAGS:-} ${CAIRN_TEST_PKGS:-./...}
 echo "test.sh: go test done in $(since "$t")" >&2
 
+# What a build without the Ceph tags tells its user (the rest runs tagged).
+t=$(date +%s)
+go test -count=1 -run 'TestNoCeph' ./cmd/cairn-block/
+echo "test.sh: untagged Ceph messages checked in $(since "$t")" >&2
+
 # The fuzzers beyond their seed corpora (which go test just ran), briefly:
 # CAIRN_TEST_FUZZTIME each (default 3s; 0 skips). Longer: scripts/fuzz.sh.
 if [[ ${CAIRN_TEST_FUZZTIME:-3s} != 0 ]]; then

@@ -21,4 +21,9 @@ func TestNoCeph(t *testing.T) {
 			t.Errorf("%v: exit %d, %s", args, code, errs)
 		}
 	}
+	// a rados:// repository names the missing build tags, not an "unknown scheme"
+	code, _, errs := c.run("", "--repo", "rados://rbd/repo", "ls")
+	if code != 1 || !strings.Contains(errs, "rados:// repositories: built without Ceph support: rebuild with -tags 'ceph pacific'") {
+		t.Errorf("rados:// without Ceph: exit %d, %s", code, errs)
+	}
 }
