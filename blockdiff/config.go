@@ -147,8 +147,14 @@ type Repository struct {
 	legacyWrap   cipher.AEAD // the key-wrapping cipher, kept only for that upgrade
 }
 
-// Init creates a repository in an empty store and returns it open.
+// Init creates a repository in an empty store and returns it open. A
+// passphrase without ic.Encrypt is refused: a client that holds a passphrase
+// never writes plaintext (and could not open the repository afterwards).
 func Init(ctx context.Context, store objstore.Store, ic InitConfig, opts Options) (*Repository, error) {
+	if !ic.Encrypt && len(opts.Passphrase) > 0 {
+		return nil, errors.New("blockdiff: init: a passphrase was given but encryption was not asked for: " +
+			"refusing to create an unencrypted repository (encrypt it, or give no passphrase)")
+	}
 	cfg, master, err := newConfig(ic, opts.Passphrase)
 	if err != nil {
 		return nil, err

@@ -219,3 +219,17 @@ func TestLegacyConfigUpgraded(t *testing.T) {
 		t.Fatalf("stripped MAC: %v", err)
 	}
 }
+
+// TestInitWithPassphraseRefusesPlaintext: a passphrase without encryption is
+// refused at init too (the repository would be plaintext, and the client
+// could not open it afterwards).
+func TestInitWithPassphraseRefusesPlaintext(t *testing.T) {
+	s := openStore(t, "mem")
+	if _, err := Init(context.Background(), s, InitConfig{}, Options{Passphrase: []byte("pw")}); err == nil ||
+		!strings.Contains(err.Error(), "unencrypted") {
+		t.Fatalf("init with a passphrase, no encryption: %v", err)
+	}
+	if n := countPrefix(t, s, ""); n != 0 {
+		t.Fatalf("%d objects written", n)
+	}
+}

@@ -93,6 +93,9 @@ func (r *Repository) Remove(ctx context.Context, id string, opts RemoveOptions) 
 		return fmt.Errorf("blockdiff: remove %s: negative minimum age %s", id, opts.MinAge)
 	}
 	v, err := r.Version(ctx, id)
+	if isDamage(err) {
+		v, err = r.Version(ctx, id) // read twice before deleting what may be a protected version
+	}
 	if isDamage(err) && checkVersionID(id) == nil {
 		if err := r.store.Delete(ctx, versionKey(id)); err != nil {
 			return fmt.Errorf("blockdiff: remove damaged version %s: %w", id, err)

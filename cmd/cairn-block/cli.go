@@ -36,7 +36,7 @@ func (a *app) rootCmd() *cobra.Command {
 	a.AddFlags(root)
 	a.AddCommands(root, repocli.Mount{})
 	root.AddCommand(a.backupCmd(), a.restoreCmd(), a.rmCmd(),
-		a.protectCmd(true), a.protectCmd(false), a.labelCmd(), a.VersionCmd())
+		a.protectCmd(true), a.protectCmd(false), a.labelCmd(), a.VersionCmd(), a.repairCmd())
 	a.addCephCommands(root)        // rbd:// for backup and restore, backup-all (rbdcmd.go)
 	a.addMaintenanceCommands(root) // locks, unlock, storage-stats, nbd (maintenance.go)
 	return root

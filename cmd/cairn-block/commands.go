@@ -127,6 +127,9 @@ func (a *app) rmCmd() *cobra.Command {
 		Short: "Remove versions (protected versions never; young ones only with --force)",
 		Args:  cli.Args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, as []string) error {
+			if minAge < 0 {
+				return cli.Usagef("--min-age %s: want a duration >= 0", minAge)
+			}
 			return a.WithRepo(cmd.Context(), func(r *blockdiff.Repository) error {
 				return a.eachVersion(as, func(id string) error {
 					return r.Remove(cmd.Context(), id, blockdiff.RemoveOptions{MinAge: minAge, Force: force})

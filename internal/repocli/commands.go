@@ -314,8 +314,9 @@ func (r *Repo) scrubCmd(deep bool) *cobra.Command {
 					return err
 				}
 				if !rep.OK() {
-					return fmt.Errorf("%s: %d damaged blocks; invalid versions: %s", name, len(rep.Failures),
-						strings.Join(append(rep.Invalid, notIn(rep.Marked, rep.Invalid)...), " "))
+					return fmt.Errorf("%s: %d damaged blocks; invalid versions: %s; %d damaged version manifests, %d damaged index segments",
+						name, len(rep.Failures), strings.Join(append(rep.Invalid, notIn(rep.Marked, rep.Invalid)...), " "),
+						len(rep.DamagedVersions), len(rep.DamagedSegments))
 				}
 				return nil
 			})
@@ -353,6 +354,12 @@ func PrintScrub(w io.Writer, rep *blockdiff.ScrubReport) error {
 	}
 	if len(rep.Marked) > 0 {
 		fmt.Fprintln(w, "marked invalid:", strings.Join(rep.Marked, " "))
+	}
+	if len(rep.DamagedVersions) > 0 {
+		fmt.Fprintln(w, "damaged version manifests (remove them with rm):", strings.Join(rep.DamagedVersions, " "))
+	}
+	if len(rep.DamagedSegments) > 0 {
+		fmt.Fprintln(w, "damaged index segments (cleanup or repair index replaces them):", strings.Join(rep.DamagedSegments, " "))
 	}
 	_, err := fmt.Fprintln(w, "ok:", rep.OK())
 	return err
