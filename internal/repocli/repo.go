@@ -136,17 +136,28 @@ func (r *Repo) Store(ctx context.Context) (objstore.Store, error) {
 	return s, nil
 }
 
+// storeAndPassphrase opens the store and reads the passphrase, what every
+// command on a repository starts with; the caller closes the store.
+func (r *Repo) storeAndPassphrase(ctx context.Context) (objstore.Store, []byte, error) {
+	s, err := r.Store(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	pass, err := r.Passphrase()
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	return s, pass, nil
+}
+
 // WithRepo opens the repository, runs fn and closes everything.
 func (r *Repo) WithRepo(ctx context.Context, fn func(*blockdiff.Repository) error) error {
-	s, err := r.Store(ctx)
+	s, pass, err := r.storeAndPassphrase(ctx)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	pass, err := r.Passphrase()
-	if err != nil {
-		return err
-	}
 	opts := r.Options
 	opts.Passphrase, opts.Logger = pass, r.Logger()
 	if opts.LockWait == 0 {
@@ -168,15 +179,11 @@ func (r *Repo) WithRepo(ctx context.Context, fn func(*blockdiff.Repository) erro
 // createBucket, a missing S3 bucket is created first; without it, a missing
 // bucket is an error that says so.
 func (r *Repo) Init(ctx context.Context, ic blockdiff.InitConfig, createBucket bool) error {
-	s, err := r.Store(ctx)
+	s, pass, err := r.storeAndPassphrase(ctx)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	pass, err := r.Passphrase()
-	if err != nil {
-		return err
-	}
 	if ic.Encrypt && len(pass) == 0 {
 		return cli.Usagef("--encrypt needs a passphrase: set CAIRN_PASSWORD or use --password-file")
 	}
