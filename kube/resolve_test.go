@@ -60,7 +60,9 @@ func fakeClient(t *testing.T) *Client {
 	add(pair("media", "photos", yes, corev1.PersistentVolumeSource{RBD: &corev1.RBDPersistentVolumeSource{RBDImage: "kube-img", RBDPool: "kube"}}, true))
 	add(pair("media", "nfs", yes, csi("nfs.csi.k8s.io", "srv/x", nil), true))
 	add(pair("media", "host", yes, corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/x"}}, true))
-	add(pair("media", "pending", yes, csi(DriverCephRBD, "h", map[string]string{"pool": "p", "imageName": "i"}), false))
+	ppvc, ppv := pair("media", "pending", yes, csi(DriverCephRBD, "h", map[string]string{"pool": "p", "imageName": "i"}), false)
+	ppvc.Annotations = map[string]string{"volume.kubernetes.io/storage-provisioner": DriverCephRBD}
+	add(ppvc, ppv)
 	add(pair("media", "noattrs", yes, csi(DriverCephRBD, "h", map[string]string{"clusterID": "c"}), true))
 	// bound to a PV whose claimRef names another PVC
 	spvc, _ := pair("media", "stolen", yes, csi(DriverCephRBD, "h", nil), true)
@@ -116,7 +118,7 @@ func TestSelectResolves(t *testing.T) {
 	for name, want := range map[string][]string{
 		"media/nfs":     {"PVC media/nfs", "driver nfs.csi.k8s.io", "unsupported driver"},
 		"media/host":    {"PVC media/host", "no CSI or rbd source", "hostPath"},
-		"media/pending": {"PVC media/pending", "not bound", "Pending"},
+		"media/pending": {"PVC media/pending", "not bound", "Pending", "driver rbd.csi.ceph.com"},
 		"media/noattrs": {"PVC media/noattrs", "driver rbd.csi.ceph.com", "imageName"},
 		"media/stolen":  {"PVC media/stolen", "bound to claim garage/meta"},
 	} {

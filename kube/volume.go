@@ -111,19 +111,22 @@ func (v Volume) Labels() map[string]string {
 type VolumeError struct {
 	Namespace, PVC string
 	PV             string // "" when unbound
-	Driver         string // "" when there is none
+	Driver         string // the PV's driver; for an unbound PVC its provisioner, when known
 	Err            error
 }
 
 func (e *VolumeError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "kube: PVC %s/%s", e.Namespace, e.PVC)
+	var in []string
 	if e.PV != "" {
-		fmt.Fprintf(&b, " (PV %s", e.PV)
-		if e.Driver != "" {
-			fmt.Fprintf(&b, ", driver %s", e.Driver)
-		}
-		b.WriteString(")")
+		in = append(in, "PV "+e.PV)
+	}
+	if e.Driver != "" {
+		in = append(in, "driver "+e.Driver)
+	}
+	if len(in) > 0 {
+		fmt.Fprintf(&b, " (%s)", strings.Join(in, ", "))
 	}
 	b.WriteString(": ")
 	b.WriteString(e.Err.Error())
@@ -234,6 +237,7 @@ func (c *Client) resolve(ctx context.Context, pvc *corev1.PersistentVolumeClaim)
 		return v, nil
 	}
 	if pvc.Status.Phase != corev1.ClaimBound || pvc.Spec.VolumeName == "" {
+		v.Driver = provisioner(pvc) // what would provision it, for the message
 		phase := pvc.Status.Phase
 		if phase == "" {
 			phase = corev1.ClaimPending
@@ -332,6 +336,17 @@ func zfsDataset(pv *corev1.PersistentVolume) (*ZFSDataset, error) {
 		}
 	}
 	return ds, nil
+}
+
+// provisioner returns the driver that provisions an unbound PVC, from the
+// annotations the PV controller sets; "" when there is none.
+func provisioner(pvc *corev1.PersistentVolumeClaim) string {
+	for _, k := range []string{"volume.kubernetes.io/storage-provisioner", "volume.beta.kubernetes.io/storage-provisioner"} {
+		if p := pvc.Annotations[k]; p != "" {
+			return p
+		}
+	}
+	return ""
 }
 
 // sourceKind names the kind of volume source of a PV without a CSI or rbd
