@@ -13,6 +13,7 @@ type StorageStats struct {
 	InvalidVersions    int   `json:"invalid_versions"`
 	IncompleteVersions int   `json:"incomplete_versions"`
 	FailedVersions     int   `json:"failed_versions"`
+	DamagedVersions    int   `json:"damaged_versions"` // manifests that cannot be read (List's StatusDamaged)
 	ProtectedVersions  int   `json:"protected_versions"`
 	Objects            int   `json:"objects"`      // data objects
 	StoredBytes        int64 `json:"stored_bytes"` // their size in the store
@@ -59,6 +60,8 @@ func (r *Repository) StorageStats(ctx context.Context) (*StorageStats, error) {
 			st.InvalidVersions++
 		case StatusFailed:
 			st.FailedVersions++
+		case StatusDamaged:
+			st.DamagedVersions++
 		default:
 			st.IncompleteVersions++
 		}

@@ -95,8 +95,8 @@ func (a *app) storageStatsCmd() *cobra.Command {
 					return a.WriteJSON(st)
 				}
 				tw := tabwriter.NewWriter(a.IO.Out, 0, 4, 2, ' ', 0)
-				fmt.Fprintf(tw, "versions\t%d (%d valid, %d invalid, %d incomplete, %d protected)\n", st.Versions,
-					st.ValidVersions, st.InvalidVersions, st.IncompleteVersions, st.ProtectedVersions)
+				fmt.Fprintf(tw, "versions\t%d (%d valid, %d invalid, %d failed, %d incomplete, %d damaged, %d protected)\n", st.Versions,
+					st.ValidVersions, st.InvalidVersions, st.FailedVersions, st.IncompleteVersions, st.DamagedVersions, st.ProtectedVersions)
 				fmt.Fprintf(tw, "objects\t%d (%s stored)\n", st.Objects, cli.HumanBytes(st.StoredBytes))
 				fmt.Fprintf(tw, "unreferenced\t%d (%s)\n", st.UnreferencedObjects, cli.HumanBytes(st.UnreferencedBytes))
 				fmt.Fprintf(tw, "missing\t%d\n", st.MissingObjects)
