@@ -4,12 +4,10 @@ package deploy_test
 
 import (
 	"context"
-	"errors"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -175,16 +173,8 @@ func TestRBACLeastRights(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// RBAC caches catch up with the new binding within moments.
-	var vols []kube.Volume
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		vols, err = kc.Select(ctx, kube.Selector{AllNamespaces: true, Labels: "backup-this-pvc=true"})
-		if err == nil || !apierrors.IsForbidden(errors.Unwrap(err)) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	env.WaitListPVCs(t, "cairn-backup", "cairn-block") // the authorizer sees the new binding within moments
+	vols, err := kc.Select(ctx, kube.Selector{AllNamespaces: true, Labels: "backup-this-pvc=true"})
 	if err != nil {
 		t.Fatalf("select as the ServiceAccount: %v", err)
 	}

@@ -280,6 +280,7 @@ func TestKubeBackupAllAndRestorePVC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	kenv.WaitListPVCs(t, "cairn-backup", "cairn-block")
 	saConn := []string{"--kubeconfig", kenv.ImpersonatingKubeconfig(t, "cairn-backup", "cairn-block"), "--ceph-conf", cenv.Conf}
 	s3 := backupAllKube(t, c, 3, append([]string{"--selector", sel, "--all-namespaces"}, saConn...)...)
 	if s3.Succeeded != 2 || s3.Failed != 2 {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -285,4 +286,26 @@ func (e *Env) ImpersonatingConfig(ns, name string) *rest.Config {
 	c := rest.CopyConfig(e.Config)
 	c.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + name}
 	return c
+}
+
+// WaitListPVCs waits (up to 30 s) until the ServiceAccount ns/name may list
+// the PVCs of every namespace: the authorizer sees a new RoleBinding moments
+// after it is created.
+func (e *Env) WaitListPVCs(t testing.TB, ns, name string) {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(e.ImpersonatingConfig(ns, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := cs.CoreV1().PersistentVolumeClaims("").List(context.Background(), metav1.ListOptions{Limit: 1})
+		if err == nil {
+			return
+		}
+		if !apierrors.IsForbidden(err) || time.Now().After(deadline) {
+			t.Fatalf("as %s/%s, list PVCs: %v", ns, name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
