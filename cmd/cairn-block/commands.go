@@ -41,7 +41,7 @@ func (a *app) backupCmd() *cobra.Command {
 				if base == "" {
 					return cli.Usagef("--hints needs --base")
 				}
-				if opts.Hints, err = a.readHints(hintsFile); err != nil {
+				if opts.Hints, err = a.readHintsCtx(cmd.Context(), hintsFile); err != nil {
 					return err
 				}
 			}

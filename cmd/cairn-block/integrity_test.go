@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/internal/cli"
 	"github.com/cairn-backup/cairn/objstore"
 )
 
@@ -127,5 +128,43 @@ func TestCLIRepairIndex(t *testing.T) {
 	c.ok("deep-scrub", "--all")
 	if out := c.ok("--json", "repair", "index"); !strings.Contains(out, `"index_entries"`) {
 		t.Fatalf("repair index --json: %s", out)
+	}
+}
+
+// TestCLIHintsFromSilentFIFOEndOnSignal: --hints naming a FIFO that no one
+// writes to (or a stdin that never ends) blocks; a signal (the cancelled
+// context) still ends the command, as interrupted (issue 19, case 2).
+func TestCLIHintsFromSilentFIFOEndOnSignal(t *testing.T) {
+	c := newCLI(t)
+	c.ok("init", "--block-size", "64K")
+	src, _ := image(t, 128<<10, 5)
+	fifo := filepath.Join(t.TempDir(), "hints")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pr, pw, err := os.Pipe() // a stdin that never ends
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pw.Close()
+	defer pr.Close()
+	for _, hints := range []string{fifo, "-"} {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(300*time.Millisecond, cancel)
+		done := make(chan int, 1)
+		var errb bytes.Buffer
+		go func() {
+			done <- run(ctx, []string{"backup", "--base", "20260101T000000Z-00000000", "--hints", hints, src, "vol"},
+				cli.IO{In: pr, Out: &bytes.Buffer{}, Err: &errb, Getenv: func(k string) string { return c.env[k] }})
+		}()
+		select {
+		case code := <-done:
+			if code != 130 {
+				t.Errorf("--hints %s, interrupted: exit %d\n%s", hints, code, errb.String())
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("--hints %s: the backup ignores the signal", hints)
+		}
+		cancel()
 	}
 }
