@@ -1,5 +1,6 @@
 // Package testenv gives integration tests the addresses of the real servers
-// that scripts/testenv starts (radosgw S3, Ceph, PostgreSQL, the OpenZFS VM).
+// that scripts/testenv starts (radosgw S3, Ceph, PostgreSQL, kube-apiserver,
+// the OpenZFS VM).
 //
 // `scripts/testenv up` writes an env file of `export NAME=value` lines. Tests
 // read the variables from the process environment; when they are unset, the
