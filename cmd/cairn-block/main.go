@@ -16,6 +16,15 @@
 //	cairn-block locks|unlock [--force] --repo URL
 //	cairn-block storage-stats --repo URL [--json]
 //	cairn-block nbd     --repo URL [--listen 127.0.0.1:10809]
+//	cairn-block backup-all  --repo URL --pool POOL [--image-regex R] [--snapshot-prefix P] [--json]
+//	cairn-block backup-all  --repo URL --selector SEL {--namespace N... | --all-namespaces} [--kubeconfig F] [--snapshot-prefix P] [--json]
+//	cairn-block restore-pvc --repo URL VERSION --namespace N --pvc NAME [--force] [--kubeconfig F]
+//
+// backup-all and restore-pvc need the build tags `ceph pacific`. With
+// --selector, backup-all backs up the RBD image behind each PVC the label
+// selector chooses, as the volume NAMESPACE/PVC (package kube resolves PVC ->
+// PV -> image); restore-pvc writes a version back into a PVC's image and
+// refuses while a VolumeAttachment names its PV (unless --force).
 //
 // restore --force also restores a version that a scrub or a failed backup
 // marked invalid (every block is still verified). Backups hold a shared
