@@ -8,15 +8,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	gozfs "github.com/mistifyio/go-zfs/v3"
+
+	"github.com/cairn-backup/cairn/internal/proc"
 )
 
 // Runner runs zfs commands. The zero value runs "zfs" from PATH and logs
@@ -42,16 +41,31 @@ func (r *Runner) log(args []string) {
 	}
 }
 
+// command is zfs with args, run as every child process of cairn runs
+// (internal/proc): the tail of its stderr in errors, SIGTERM then SIGKILL when
+// its context ends.
+func (r *Runner) command(args ...string) *proc.Cmd {
+	return &proc.Cmd{Path: r.bin(), Args: args, Program: "zfs"}
+}
+
+// commandError turns a *proc.Error of the command shown as args into a
+// *CommandError.
+func commandError(args []string, err error) error {
+	var pe *proc.Error
+	if errors.As(err, &pe) {
+		return &CommandError{Args: args, Err: pe.Err, Stderr: pe.Stderr}
+	}
+	return err
+}
+
 // run runs zfs with args and returns its stdout.
 func (r *Runner) run(ctx context.Context, stdin io.Reader, args ...string) ([]byte, error) {
 	r.log(args)
-	cmd := exec.CommandContext(ctx, r.bin(), args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return nil, &CommandError{Args: append([]string{"zfs"}, args...), Err: err, Stderr: stderr.String()}
+	out, err := r.command(args...).Output(ctx, stdin)
+	if err != nil {
+		return nil, commandError(append([]string{"zfs"}, args...), err)
 	}
-	return stdout.Bytes(), nil
+	return out, nil
 }
 
 // lines splits tab-separated output of `zfs ... -H` into fields.
@@ -393,10 +407,9 @@ func (r *Runner) ParseResumeToken(ctx context.Context, token string) (ResumeInfo
 		return ResumeInfo{}, err
 	}
 	r.log([]string{"send", "-nv", "-t", "<token>"})
-	cmd := exec.CommandContext(ctx, r.bin(), "send", "-nv", "-t", token)
-	out, err := cmd.CombinedOutput()
+	out, err := r.command("send", "-nv", "-t", token).CombinedOutput(ctx)
 	if err != nil {
-		return ResumeInfo{}, &CommandError{Args: []string{"zfs", "send", "-nv", "-t", "<token>"}, Err: err, Stderr: string(out)}
+		return ResumeInfo{}, commandError([]string{"zfs", "send", "-nv", "-t", "<token>"}, err)
 	}
 	return parseResumeOutput(token, string(out))
 }
@@ -485,9 +498,11 @@ func (a SendArgs) args() ([]string, error) {
 }
 
 // Send starts `zfs send` and returns its stream. Read returns the command's
-// failure (with stderr) instead of io.EOF when the command fails, so a broken
-// send never looks like a complete stream. Close waits for the command;
-// closing before the end kills it, and Close then returns nil.
+// failure (a *CommandError with its stderr) instead of io.EOF when the
+// command fails, so a broken send never looks like a complete stream. Close
+// waits for the command; closing before the end stops it (SIGTERM, then
+// SIGKILL), and Close then returns nil unless the command had failed on its
+// own.
 func (r *Runner) Send(ctx context.Context, a SendArgs) (io.ReadCloser, error) {
 	args, err := a.args()
 	if err != nil {
@@ -498,101 +513,26 @@ func (r *Runner) Send(ctx context.Context, a SendArgs) (io.ReadCloser, error) {
 		logged = []string{"send", "-t", "<token>"}
 	}
 	r.log(logged)
-	cmd := exec.CommandContext(ctx, r.bin(), args...)
-	pr, pw, err := os.Pipe()
+	shown := append([]string{"zfs"}, logged...)
+	s, err := r.command(args...).Reader(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("zfs send: %w", err)
+		return nil, commandError(shown, err)
 	}
-	setPipeSize(pw, pipeSize)
-	cmd.Stdout = pw
-	s := &sendStream{cmd: cmd, stdout: pr, args: append([]string{"zfs"}, logged...)}
-	cmd.Stderr = &s.stderr
-	err = cmd.Start()
-	pw.Close() // the child has its copy
-	if err != nil {
-		pr.Close()
-		return nil, &CommandError{Args: s.args, Err: err}
-	}
-	return s, nil
+	return &sendStream{s: s, args: shown}, nil
 }
 
+// sendStream is the stream of zfs send, with its errors as *CommandError.
 type sendStream struct {
-	cmd    *exec.Cmd
-	stdout io.ReadCloser
-	args   []string
-	stderr lockedBuffer
-
-	mu      sync.Mutex
-	done    bool
-	waitErr error
-}
-
-func (s *sendStream) wait() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.done {
-		s.done = true
-		defer s.stdout.Close()
-		if err := s.cmd.Wait(); err != nil {
-			s.waitErr = &CommandError{Args: s.args, Err: err, Stderr: s.stderr.String()}
-		}
-	}
-	return s.waitErr
+	s    *proc.Reader
+	args []string
 }
 
 func (s *sendStream) Read(p []byte) (int, error) {
-	s.mu.Lock()
-	done, werr := s.done, s.waitErr
-	s.mu.Unlock()
-	if done {
-		if werr != nil {
-			return 0, werr
-		}
-		return 0, io.EOF
-	}
-	n, err := s.stdout.Read(p)
-	if err == io.EOF {
-		if werr := s.wait(); werr != nil {
-			return n, werr
-		}
-	}
-	return n, err
+	n, err := s.s.Read(p)
+	return n, commandError(s.args, err)
 }
 
-func (s *sendStream) Close() error {
-	s.mu.Lock()
-	done := s.done
-	s.mu.Unlock()
-	if done {
-		return s.waitErr
-	}
-	// Not read to the end: find out whether the command already finished.
-	// If it has not, kill it: the caller gave up on the stream.
-	_ = s.cmd.Process.Kill()
-	_ = s.stdout.Close()
-	_ = s.wait()
-	return nil
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.b.Len() > 64<<10 { // keep stderr bounded
-		return len(p), nil
-	}
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+func (s *sendStream) Close() error { return commandError(s.args, s.s.Close()) }
 
 // ReceiveArgs says how to receive.
 type ReceiveArgs struct {
@@ -638,23 +578,12 @@ func (r *Runner) Receive(ctx context.Context, fs string, a ReceiveArgs, stream i
 	}
 	args = append(args, fs)
 	r.log(args)
-	cmd := exec.CommandContext(ctx, r.bin(), args...)
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	cmd.Stdout = &stderr
-	pr, stdin, err := os.Pipe()
+	shown := append([]string{"zfs"}, args...)
+	stdin, err := r.command(args...).Writer(ctx, nil) // its stdout joins stderr
 	if err != nil {
-		return fmt.Errorf("zfs receive: %w", err)
+		return commandError(shown, err)
 	}
-	setPipeSize(stdin, pipeSize)
-	cmd.Stdin = pr
-	err = cmd.Start()
-	pr.Close() // the child has its copy
-	if err != nil {
-		stdin.Close()
-		return &CommandError{Args: append([]string{"zfs"}, args...), Err: err}
-	}
-	_, copyErr := io.CopyBuffer(writerOnly{stdin}, markedReader{stream}, make([]byte, pipeSize))
+	_, copyErr := io.CopyBuffer(stdin, markedReader{stream}, make([]byte, proc.PipeSize))
 	var writeErr error
 	if copyErr != nil {
 		var pe *readError
@@ -663,14 +592,17 @@ func (r *Runner) Receive(ctx context.Context, fs string, a ReceiveArgs, stream i
 			copyErr = nil
 		}
 	}
-	stdin.Close()
-	werr := cmd.Wait()
+	werr := stdin.Close()
 	if werr == nil && copyErr == nil {
 		return nil
 	}
-	ce := &CommandError{Args: append([]string{"zfs"}, args...), Err: werr, Stderr: stderr.String()}
-	if werr == nil {
-		ce.Err = writeErr
+	ce := &CommandError{Args: shown, Err: writeErr, Stderr: stdin.Stderr()}
+	if werr != nil {
+		if err, ok := commandError(shown, werr).(*CommandError); ok {
+			ce = err
+		} else {
+			ce.Err = werr
+		}
 	}
 	if copyErr != nil {
 		return fmt.Errorf("zfs receive %s: reading the stream: %w (receive: %w)", fs, errors.Unwrap(copyErr), ce)
@@ -684,13 +616,6 @@ type readError struct{ err error }
 
 func (e *readError) Error() string { return e.err.Error() }
 func (e *readError) Unwrap() error { return e.err }
-
-// pipeSize is the buffer of the pipes to and from zfs send and receive.
-const pipeSize = 1 << 20
-
-// writerOnly hides the ReaderFrom of an *os.File, so that io.CopyBuffer uses
-// its large buffer.
-type writerOnly struct{ io.Writer }
 
 // markedReader wraps the errors of the stream given to Receive as *readError.
 type markedReader struct{ r io.Reader }

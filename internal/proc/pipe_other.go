@@ -1,6 +1,6 @@
 //go:build !linux
 
-package zfs
+package proc
 
 import "os"
 

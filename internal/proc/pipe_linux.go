@@ -1,12 +1,13 @@
-package zfs
+package proc
 
 import (
 	"os"
 	"syscall"
 )
 
-// setPipeSize grows a pipe's buffer (F_SETPIPE_SZ) so that zfs send and
-// receive exchange fewer, larger reads and writes. Failure is harmless.
+// setPipeSize grows a pipe's buffer (F_SETPIPE_SZ) so that a child and this
+// process exchange fewer, larger reads and writes, and a fast child keeps
+// writing while the reader is busy. Failure is harmless.
 func setPipeSize(f *os.File, size int) {
 	rc, err := f.SyscallConn()
 	if err != nil {
