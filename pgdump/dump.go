@@ -181,10 +181,9 @@ func dumpOne(ctx context.Context, repo *blockdiff.Repository, opts DumpOptions, 
 		return nil, fmt.Errorf("pgdump: %w", err)
 	}
 	labels[LabelToolVersion] = labelValue(tv)
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	cmd := opts.command(cctx, program, args...)
-	child, err := startChild(cctx, cmd, log)
+	cmd := opts.command(program, args...)
+	cmd.Logger, cmd.Batch = log, true
+	child, err := cmd.Reader(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("pgdump: %w", err)
 	}
@@ -194,7 +193,7 @@ func dumpOne(ctx context.Context, repo *blockdiff.Repository, opts DumpOptions, 
 	}
 	start := time.Now()
 	v, err := repo.BackupStream(ctx, child, blockdiff.StreamOptions{Volume: volume, Labels: labels, Progress: progress})
-	cancel() // stops the child if the backup failed on the repository's side
+	// Close stops the child if the backup failed on the repository's side.
 	werr := child.Close()
 	if err != nil {
 		var pe *ProcessError

@@ -24,19 +24,13 @@ package pgdump
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log/slog"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"syscall"
-	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/cairn-backup/cairn/internal/proc"
 )
 
 // Labels that Dump sets on every version it writes.
@@ -157,19 +151,17 @@ func withDatabase(dsn, db string) string {
 	return strings.TrimSpace(dsn + " dbname='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(db) + "'")
 }
 
-// command builds a child process of program name with the connection's
-// environment; the password of the DSN goes into PGPASSWORD.
-func (c Conn) command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, c.bin(name), args...)
+// command describes a child process of program name with the connection's
+// environment; the password of the DSN goes into PGPASSWORD. It runs as
+// every child of cairn runs (internal/proc): on cancellation SIGTERM first
+// (the tools exit cleanly), SIGKILL after proc.Grace; errors carry the tail
+// of its stderr.
+func (c Conn) command(name string, args ...string) *proc.Cmd {
 	env := append(os.Environ(), c.Env...)
 	if _, pass := splitPassword(c.DSN); pass != "" {
 		env = append(env, "PGPASSWORD="+pass)
 	}
-	cmd.Env = env
-	// On cancel: SIGTERM first (the tools exit cleanly), SIGKILL after 5s.
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 5 * time.Second
-	return cmd
+	return &proc.Cmd{Path: c.bin(name), Args: args, Env: env, Program: name}
 }
 
 // dsnArgs returns the connection arguments of a tool: -d with the DSN
@@ -188,147 +180,17 @@ func (c Conn) dsnArgs(db string) []string {
 	return []string{"-d", dsn}
 }
 
-// tail keeps the last max bytes written to it: a child's stderr.
-type tail struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-	log *slog.Logger
-	who string
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if len(t.b) > t.max {
-		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
-	}
-	if t.log != nil {
-		for line := range strings.SplitSeq(strings.TrimRight(string(p), "\n"), "\n") {
-			if line != "" {
-				t.log.Debug("stderr", "program", t.who, "line", line)
-			}
-		}
-	}
-	return len(p), nil
-}
-
-// String returns the kept bytes, trimmed.
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.b))
-}
-
-// ProcessError is the error of a child process that failed: its command,
-// how it ended, and the tail of its stderr.
-type ProcessError struct {
-	Program string // e.g. "pg_dumpall"
-	Err     error  // *exec.ExitError, a start error, or the context's error
-	Stderr  string // the last few KiB of its stderr
-}
-
-func (e *ProcessError) Error() string {
-	s := e.Program + ": " + e.Err.Error()
-	if e.Stderr != "" {
-		s += ": " + e.Stderr
-	}
-	return s
-}
-
-func (e *ProcessError) Unwrap() error { return e.Err }
-
-// childReader is a child's stdout that reports the child's failure in place
-// of EOF: a reader sees io.EOF only after the process exited with status 0.
-// The stdout pipe is enlarged to 1 MiB, so that the dump tool keeps
-// writing while the reader sleeps between batches.
-type childReader struct {
-	cmd    *exec.Cmd
-	out    *os.File
-	short  bool // the last read was short: wait before the next
-	stderr *tail
-	ctx    context.Context
-	once   sync.Once
-	err    error
-}
-
-// startChild starts cmd with its stdout as the returned reader.
-func startChild(ctx context.Context, cmd *exec.Cmd, log *slog.Logger) (*childReader, error) {
-	name := filepath.Base(cmd.Path)
-	st := &tail{max: 8 << 10, log: log, who: name}
-	cmd.Stderr = st
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	_, _ = unix.FcntlInt(pw.Fd(), unix.F_SETPIPE_SZ, 1<<20) // best effort: the default is 64 KiB
-	cmd.Stdout = pw
-	err = cmd.Start()
-	pw.Close() // the child holds its copy
-	if err != nil {
-		pr.Close()
-		return nil, &ProcessError{Program: name, Err: err}
-	}
-	return &childReader{cmd: cmd, out: pr, stderr: st, ctx: ctx}, nil
-}
-
-func (c *childReader) Read(p []byte) (int, error) {
-	if c.short {
-		time.Sleep(batchWait)
-	}
-	n, err := c.out.Read(p)
-	c.short = n < min(len(p), batchRead)
-	if err == nil {
-		return n, nil
-	}
-	if werr := c.wait(); werr != nil {
-		return n, werr
-	}
-	return n, err
-}
-
-// wait reaps the child once and turns a failure into a ProcessError.
-func (c *childReader) wait() error {
-	c.once.Do(func() {
-		err := c.cmd.Wait()
-		if cerr := c.ctx.Err(); cerr != nil {
-			err = fmt.Errorf("%w (%v)", cerr, err)
-		}
-		if err != nil {
-			c.err = &ProcessError{Program: filepath.Base(c.cmd.Path), Err: err, Stderr: c.stderr.String()}
-		}
-	})
-	return c.err
-}
-
-// Close stops the child if it still runs and reaps it.
-func (c *childReader) Close() error {
-	_ = c.out.Close()
-	if c.cmd.ProcessState == nil {
-		_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	return c.wait()
-}
-
-// batchRead and batchWait batch the reads of a child's stdout: after a read
-// shorter than batchRead, the next read waits batchWait first. At a dump's
-// speed (~200 MB/s) the 1 MiB pipe holds several milliseconds, so the child
-// never blocks on the pause, and the reader makes tens instead of thousands
-// of reads and wake-ups a second (pg_dump writes 8 KiB at a time).
-const (
-	batchRead = 256 << 10
-	batchWait = time.Millisecond
-)
+// ProcessError is the error of a child process that failed: its program,
+// how it ended (an *exec.ExitError, a start error, or the context's error
+// when a cancellation stopped it), and the last proc.TailSize bytes of its
+// stderr.
+type ProcessError = proc.Error
 
 // output runs a short command and returns its trimmed stdout.
 func (c Conn) output(ctx context.Context, name string, args ...string) (string, error) {
-	cmd := c.command(ctx, name, args...)
-	st := &tail{max: 8 << 10}
-	cmd.Stderr = st
-	out, err := cmd.Output()
+	out, err := c.command(name, args...).Output(ctx, nil)
 	if err != nil {
-		return "", &ProcessError{Program: name, Err: err, Stderr: st.String()}
+		return "", err
 	}
 	return strings.TrimSpace(string(out)), nil
 }

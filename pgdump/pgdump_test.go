@@ -155,16 +155,11 @@ func freshCluster(t testing.TB, env testenv.PostgresEnv) Conn {
 // to a file under /tmp whose name it returns, to look at a difference.
 func dumpall(t testing.TB, c Conn, keep bool) (sum [32]byte, lines int, file string) {
 	t.Helper()
-	cmd := c.command(context.Background(), "pg_dumpall", c.dsnArgs("")...)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	out, err := cmd.StdoutPipe()
+	out, err := c.command("pg_dumpall", c.dsnArgs("")...).Reader(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	defer out.Close()
 	h := sha256.New()
 	var w io.Writer = h
 	if keep {
@@ -187,11 +182,8 @@ func dumpall(t testing.TB, c Conn, keep bool) (sum [32]byte, lines int, file str
 			break
 		}
 		if err != nil && err != bufio.ErrBufferFull {
-			t.Fatal(err)
+			t.Fatal(err) // pg_dumpall's failure, with its stderr
 		}
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("pg_dumpall: %v: %s", err, errb.String())
 	}
 	h.Sum(sum[:0])
 	return sum, lines, file
@@ -500,8 +492,7 @@ func TestSplitPassword(t *testing.T) {
 // The child's stdout reports its failure instead of EOF.
 func TestChildReaderReportsFailure(t *testing.T) {
 	c := Conn{}
-	cmd := c.command(context.Background(), "sh", "-c", "echo partial; echo 'pg_dump: error: boom' >&2; exit 3")
-	cr, err := startChild(context.Background(), cmd, nil)
+	cr, err := c.command("sh", "-c", "echo partial; echo 'pg_dump: error: boom' >&2; exit 3").Reader(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,17 +60,14 @@ var (
 	benignRe    = regexp.MustCompile(`role "[^"]*" already exists`)
 )
 
-// scanErrors is the stderr of a restore tool: it keeps the tail and the
-// error lines.
+// scanErrors reads the stderr of a restore tool for its error lines.
 type scanErrors struct {
 	mu     sync.Mutex
-	tail   *tail
 	rest   []byte
 	report *Report
 }
 
 func (s *scanErrors) Write(p []byte) (int, error) {
-	_, _ = s.tail.Write(p)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.rest = append(s.rest, p...)
@@ -137,28 +134,21 @@ func Restore(ctx context.Context, repo *blockdiff.Repository, id string, opts Re
 		return nil, fmt.Errorf("pgdump: version %s has format %q: want %q or %q", id, format, FormatPlain, FormatCustom)
 	}
 	rep := &Report{Program: program}
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	cmd := opts.command(cctx, program, args...)
-	se := &scanErrors{tail: &tail{max: 8 << 10, log: log, who: program}, report: rep}
-	cmd.Stderr = se
-	cmd.Stdout = io.Discard
-	stdin, err := cmd.StdinPipe()
+	cmd := opts.command(program, args...)
+	cmd.Stderr, cmd.Logger = &scanErrors{report: rep}, log
+	stdin, err := cmd.Writer(ctx, io.Discard)
 	if err != nil {
-		return nil, fmt.Errorf("pgdump: %s: %w", program, err)
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("pgdump: %w", &ProcessError{Program: program, Err: err})
+		return nil, fmt.Errorf("pgdump: %w", err)
 	}
 	log.Info("restore starting", "version", id, "program", program, "conn", Redact(opts.DSN), "database", opts.Database)
-	rerr := repo.RestoreStream(cctx, id, stdin, blockdiff.StreamRestoreOptions{Progress: opts.Progress})
-	cerr := stdin.Close()
+	rerr := repo.RestoreStream(ctx, id, stdin, blockdiff.StreamRestoreOptions{Progress: opts.Progress})
+	var werr error
 	if rerr != nil {
-		cancel() // the tool saw a truncated input: stop it rather than let it commit a prefix
-	}
-	werr := cmd.Wait()
-	if werr != nil {
-		werr = &ProcessError{Program: program, Err: werr, Stderr: se.tail.String()}
+		// The tool would see a truncated input: stop it rather than let it
+		// commit a prefix.
+		werr = stdin.Stop()
+	} else {
+		werr = stdin.Close()
 	}
 	switch {
 	case rerr != nil && werr != nil && !errors.Is(rerr, io.ErrClosedPipe) && !isPipeErr(rerr):
@@ -167,8 +157,6 @@ func Restore(ctx context.Context, repo *blockdiff.Repository, id string, opts Re
 		return rep, fmt.Errorf("pgdump: restore %s: %w", id, werr)
 	case rerr != nil:
 		return rep, fmt.Errorf("pgdump: restore %s: %w", id, rerr)
-	case cerr != nil:
-		return rep, fmt.Errorf("pgdump: restore %s: close %s's input: %w", id, program, cerr)
 	}
 	if opts.Strict && len(rep.Errors) > rep.Benign {
 		return rep, fmt.Errorf("pgdump: restore %s: %s reported %d errors, first: %s",
@@ -291,17 +279,13 @@ func StartScratchCluster(ctx context.Context, binDir, tmp, superuser string) (*S
 	c := Conn{BinDir: binDir}
 	s := &ScratchCluster{dir: dir}
 	s.run = func(ctx context.Context, name string, args ...string) error {
-		cmd := c.command(ctx, name, args...)
+		cmd := c.command(name, args...)
 		cmd.Dir = dir
 		if cred != nil {
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 		}
-		st := &tail{max: 4 << 10}
-		cmd.Stdout, cmd.Stderr = st, st
-		if err := cmd.Run(); err != nil {
-			return &ProcessError{Program: name, Err: err, Stderr: st.String()}
-		}
-		return nil
+		_, err := cmd.CombinedOutput(ctx)
+		return err
 	}
 	data := filepath.Join(dir, "data")
 	if err := s.run(ctx, "initdb", "-D", data, "-U", superuser, "-E", "UTF8", "--locale=C", "--auth=trust", "--no-sync"); err != nil {
