@@ -6,7 +6,7 @@
 #
 #   scripts/fuzz.sh                          # 30s per fuzzer
 #   FUZZTIME=10m scripts/fuzz.sh             # longer
-#   scripts/fuzz.sh ./internal/nbd           # only these packages
+#   scripts/fuzz.sh ./blockdiff/nbd          # only these packages
 #   FUZZ_TAGS="ceph pacific" scripts/fuzz.sh # the Ceph packages' fuzzers too
 #
 # FUZZTIME is go test's -fuzztime (a duration, or Nx for N executions);

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,8 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairn-backup/cairn/blockdiff"
+	"github.com/cairn-backup/cairn/blockdiff/nbd"
 	"github.com/cairn-backup/cairn/internal/cli"
-	"github.com/cairn-backup/cairn/internal/nbd"
 )
 
 // addMaintenanceCommands adds cairn-block's own maintenance commands (locks,
@@ -135,7 +133,7 @@ func (a *app) nbdCmd() *cobra.Command {
 					return fmt.Errorf("nbd: %w", err)
 				}
 				a.Log.Info("serving versions over NBD", "listen", l.Addr().String())
-				return a.serveNBD(cmd.Context(), l, r, blockdiff.ReaderOptions{CacheBlocks: cache, AllowInvalid: allowInvalid})
+				return nbd.ServeVersions(cmd.Context(), l, r, blockdiff.ReaderOptions{CacheBlocks: cache, AllowInvalid: allowInvalid}, a.Log)
 			})
 		},
 	}
@@ -143,44 +141,4 @@ func (a *app) nbdCmd() *cobra.Command {
 	cmd.Flags().IntVar(&cache, "cache-blocks", 8, "decoded blocks cached per connection")
 	cmd.Flags().BoolVar(&allowInvalid, "allow-invalid", false, "also serve versions that are not valid (damaged blocks fail their reads)")
 	return cmd
-}
-
-// serveNBD serves r's versions on l until ctx ends.
-func (a *app) serveNBD(ctx context.Context, l net.Listener, r *blockdiff.Repository, opts blockdiff.ReaderOptions) error {
-	srv := &nbd.Server{Exports: versionExports{ctx: ctx, r: r, opts: opts}, Logger: a.Log}
-	return srv.Serve(ctx, l)
-}
-
-// versionExports offers a repository's versions as NBD exports.
-type versionExports struct {
-	ctx  context.Context // the server's: blocks are read with it
-	r    *blockdiff.Repository
-	opts blockdiff.ReaderOptions
-}
-
-// Open opens version name for one connection.
-func (e versionExports) Open(ctx context.Context, name string) (nbd.Export, error) {
-	vr, err := e.r.OpenVersion(e.ctx, name, e.opts)
-	if errors.Is(err, blockdiff.ErrVersionNotFound) {
-		return nil, fmt.Errorf("%w %q", nbd.ErrUnknownExport, name)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return vr, nil
-}
-
-// List returns the IDs of the versions a client may open.
-func (e versionExports) List(ctx context.Context) ([]string, error) {
-	vs, err := e.r.List(ctx, blockdiff.Filter{})
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, v := range vs {
-		if v.Status == blockdiff.StatusValid || e.opts.AllowInvalid {
-			out = append(out, v.ID)
-		}
-	}
-	return out, nil
 }

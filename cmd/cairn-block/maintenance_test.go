@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/blockdiff"
+	"github.com/cairn-backup/cairn/blockdiff/nbd"
 	"github.com/cairn-backup/cairn/internal/cli"
 	"github.com/cairn-backup/cairn/internal/repocli"
 	"github.com/cairn-backup/cairn/objstore"
@@ -326,7 +327,7 @@ func TestCLINBDQemu(t *testing.T) {
 	a := &app{}
 	a.IO, a.LogLevel, a.LogFormat = cli.IO{Err: os.Stderr}, "info", "text"
 	_ = a.App.Setup()
-	go func() { done <- a.serveNBD(ctx, l, r, blockdiff.ReaderOptions{CacheBlocks: 2}) }()
+	go func() { done <- nbd.ServeVersions(ctx, l, r, blockdiff.ReaderOptions{CacheBlocks: 2}, a.Log) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {

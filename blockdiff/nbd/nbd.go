@@ -3,6 +3,14 @@
 // client (qemu-img, qemu-nbd, nbd-client) can read a backup version without a
 // full restore.
 //
+// ServeVersions serves the versions of a blockdiff repository: the export
+// name is the version ID, and blocks are read on demand and verified against
+// their IDs (Versions is the same as an Exports, for a Server of your own).
+// A Server serves any other read-only device through the Exports interface.
+// cairn-block's nbd command is ServeVersions on a TCP listener:
+//
+//	qemu-img convert -O raw nbd://127.0.0.1:10809/VERSION out.img
+//
 // The server supports the options EXPORT_NAME, LIST, INFO, GO, ABORT and
 // STRUCTURED_REPLY, and refuses STARTTLS. In transmission it serves READ,
 // FLUSH (a no-op) and DISC, and answers writes and trims with EPERM, as the
