@@ -39,7 +39,9 @@ func Config(path string) (*rest.Config, error) {
 // Client reads PVCs, PVs and VolumeAttachments from one API server. It is safe
 // for concurrent use.
 type Client struct {
-	cs kubernetes.Interface
+	cs  kubernetes.Interface
+	cfg *rest.Config // nil for NewForClientset; the objects' clients need it (objects.go)
+	dyn dynClients   // built from cfg on first use (objects.go)
 }
 
 // New returns a Client for cfg.
@@ -48,7 +50,7 @@ func New(cfg *rest.Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kube: client for %s: %w", cfg.Host, err)
 	}
-	return &Client{cs: cs}, nil
+	return &Client{cs: cs, cfg: cfg}, nil
 }
 
 // NewFromConfigPath is Config followed by New.
