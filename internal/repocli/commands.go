@@ -1,6 +1,7 @@
 package repocli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,10 @@ type Mount struct {
 	LabelFlags []LabelFlag
 	// PrintVersions prints ls's table for people; nil: PrintVersions.
 	PrintVersions func(io.Writer, []*blockdiff.Version) error
+	// Enforce runs enforce's policy over the repository in place of
+	// Repository.EnforcePolicy, for binaries that remove more than versions
+	// (cairn-kube deletes the VolumeSnapshots of the versions it removes).
+	Enforce func(ctx context.Context, repo *blockdiff.Repository, policy retention.Policy, opts blockdiff.EnforceOptions) (*blockdiff.EnforceResult, error)
 }
 
 // AddCommands adds the commands every repository binary shares (init, ls,
@@ -143,16 +148,17 @@ func (r *Repo) enforceCmd(m Mount) *cobra.Command {
 	var ff filterFlags
 	var tz string
 	var dryRun bool
-	var grace time.Duration
+	var grace, keepWithin time.Duration
 	cmd := &cobra.Command{
-		Use:   "enforce RULES [--volume V] [--label k=v]... [--dry-run]",
+		Use:   "enforce {RULES | --keep-within DURATION} [--volume V] [--label k=v]... [--dry-run]",
 		Short: "Remove the versions a retention policy does not keep, per volume",
 		Long: "Apply a retention policy to the versions of each volume: Benji rules such as latest7 or\n" +
-			"latest3,hours24,days30,months3, or a zrepl grid such as '1x1h(keep=all) | 24x1h | 30x1d'.\n" +
-			"Protected, invalid (scrubbed) and incomplete versions are neither counted nor removed; failed\n" +
-			"backups (interrupted or in error) are not counted and are removed once older than --grace.\n" +
-			"Data is freed by cleanup.",
-		Args: cli.Args(cobra.ExactArgs(1)),
+			"latest3,hours24,days30,months3, or a zrepl grid such as '1x1h(keep=all) | 24x1h | 30x1d',\n" +
+			"and/or --keep-within 720h, Velero's TTL: keep what is younger than that (with RULES, a\n" +
+			"version either keeps stays). Protected, invalid (scrubbed) and incomplete versions are\n" +
+			"neither counted nor removed; failed backups (interrupted or in error) are not counted and\n" +
+			"are removed once older than --grace. Data is freed by cleanup.",
+		Args: cli.Args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, as []string) error {
 			f, err := ff.filter()
 			if err != nil {
@@ -165,16 +171,22 @@ func (r *Repo) enforceCmd(m Mount) *cobra.Command {
 			if grace < 0 {
 				return cli.Usagef("--grace %s: want a duration >= 0", grace)
 			}
-			policy, err := retention.Parse(as[0], loc)
+			policy, err := enforcePolicy(as, keepWithin, loc)
 			if err != nil {
-				return cli.UsageError{Err: fmt.Errorf("enforce: %w", err)}
+				return err
 			}
 			g := grace
 			if g == 0 {
 				g = -1 // no grace at all: the library's zero means the default
 			}
+			enforce := m.Enforce
+			if enforce == nil {
+				enforce = func(ctx context.Context, repo *blockdiff.Repository, p retention.Policy, o blockdiff.EnforceOptions) (*blockdiff.EnforceResult, error) {
+					return repo.EnforcePolicy(ctx, p, o)
+				}
+			}
 			return r.WithRepo(cmd.Context(), func(repo *blockdiff.Repository) error {
-				res, err := repo.EnforcePolicy(cmd.Context(), policy, blockdiff.EnforceOptions{
+				res, err := enforce(cmd.Context(), repo, policy, blockdiff.EnforceOptions{
 					Filter: f, DryRun: dryRun, Location: loc, FailedGrace: g})
 				if res == nil {
 					return err
@@ -195,7 +207,38 @@ func (r *Repo) enforceCmd(m Mount) *cobra.Command {
 	fs.BoolVar(&dryRun, "dry-run", false, "say what would be removed and why the rest is kept; remove nothing")
 	fs.StringVar(&tz, "tz", "Local", "time zone of Benji's calendar categories (days, weeks, ...)")
 	fs.DurationVar(&grace, "grace", blockdiff.DefaultGrace, "keep failed backups younger than this (0: none)")
+	fs.DurationVar(&keepWithin, "keep-within", 0, "keep versions younger than this (Velero's TTL, e.g. 720h), alone or besides RULES")
 	return cmd
+}
+
+// enforcePolicy is enforce's policy: RULES, --keep-within, or both (a
+// version either keeps stays).
+func enforcePolicy(as []string, keepWithin time.Duration, loc *time.Location) (retention.Policy, error) {
+	if keepWithin < 0 {
+		return nil, cli.Usagef("--keep-within %s: want a duration > 0", keepWithin)
+	}
+	var ps []retention.Policy
+	if len(as) == 1 {
+		p, err := retention.Parse(as[0], loc)
+		if err != nil {
+			return nil, cli.UsageError{Err: fmt.Errorf("enforce: %w", err)}
+		}
+		ps = append(ps, p)
+	}
+	if keepWithin > 0 {
+		p, err := retention.Within(keepWithin)
+		if err != nil {
+			return nil, cli.UsageError{Err: fmt.Errorf("enforce: %w", err)}
+		}
+		ps = append(ps, p)
+	}
+	switch len(ps) {
+	case 0:
+		return nil, cli.Usagef("enforce: give RULES (latest7, days30,months3, ...) or --keep-within DURATION")
+	case 1:
+		return ps[0], nil
+	}
+	return retention.Union(ps...), nil
 }
 
 // PrintEnforce prints enforce's decisions for people.
