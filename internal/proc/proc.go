@@ -9,9 +9,10 @@
 //     of its stderr;
 //   - a child stops the same way whatever stops it (its context, or a caller
 //     that gives up on the stream): SIGTERM, then SIGKILL after Grace. It is
-//     always reaped, and no read or write of its pipes outlasts it: streams
-//     are closed once a stopped child has exited, so a grandchild that holds
-//     a pipe cannot make a reader hang.
+//     reaped as soon as it exits, and no read or write of its pipes outlasts
+//     the stop: a stopped child's stdout stream is cut at once, its stdin
+//     stream once it is gone, so a grandchild that holds a pipe cannot make
+//     a reader or writer hang.
 //
 // Pipes to and from streamed children are enlarged to PipeSize.
 package proc

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -30,9 +29,28 @@ type child struct {
 	err     error // the child's result as an error, from result
 }
 
-// start starts cmd, whose side of the pipe is theirs; ours is kept.
-func (c *Cmd) start(ctx, cctx context.Context, cmd *exec.Cmd, t *tail, cancel context.CancelFunc, ours, theirs *os.File) (*child, error) {
-	err := cmd.Start()
+// start starts the child with a pipe as its stdin (input) or its stdout
+// (else; stdout is then unused): the child's stdout goes to stdout, or with
+// its stderr into the tail when stdout is nil.
+func (c *Cmd) start(ctx context.Context, input bool, stdout io.Writer) (*child, error) {
+	cmd, t, cctx, cancel := c.command(ctx)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		cancel()
+		return nil, &Error{Program: c.program(), Err: err}
+	}
+	setPipeSize(pw, PipeSize)
+	ours, theirs := pr, pw
+	if input {
+		ours, theirs = pw, pr
+		cmd.Stdin, cmd.Stdout = pr, stdout
+		if stdout == nil {
+			cmd.Stdout = cmd.Stderr // the same writer: exec copies both with one goroutine
+		}
+	} else {
+		cmd.Stdout = pw
+	}
+	err = cmd.Start()
 	theirs.Close() // the child holds its copy
 	if err != nil {
 		ours.Close()
@@ -44,10 +62,14 @@ func (c *Cmd) start(ctx, cctx context.Context, cmd *exec.Cmd, t *tail, cancel co
 		ch.waitErr = cmd.Wait()
 		close(ch.exited)
 	}()
-	// Once a stopped child is gone, close our end, so that no read or write
-	// waits on a grandchild that inherited the other end.
+	// When the child is stopped, close our end, so that no read or write
+	// waits on a grandchild that inherited the other end: a reader's at once
+	// (a writing grandchild then gets EPIPE), a writer's once the child is
+	// gone (before, it could take the end of its input for a whole one).
 	context.AfterFunc(cctx, func() {
-		<-ch.exited
+		if input {
+			<-ch.exited
+		}
 		ch.pipe.Close()
 	})
 	return ch, nil
@@ -96,15 +118,7 @@ type Reader struct {
 // io.EOF only after it exited with status 0. The caller must Close the
 // stream.
 func (c *Cmd) Reader(ctx context.Context) (*Reader, error) {
-	cmd, t, cctx, cancel := c.command(ctx)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		cancel()
-		return nil, &Error{Program: c.program(), Err: err}
-	}
-	setPipeSize(pw, PipeSize)
-	cmd.Stdout = pw
-	ch, err := c.start(ctx, cctx, cmd, t, cancel, pr, pw)
+	ch, err := c.start(ctx, false, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -155,19 +169,7 @@ type Writer struct {
 // stdout going to stdout (nil: into the stderr tail, for tools that report
 // on either). The caller must end the stream with Close or Stop.
 func (c *Cmd) Writer(ctx context.Context, stdout io.Writer) (*Writer, error) {
-	cmd, t, cctx, cancel := c.command(ctx)
-	cmd.Stdout = stdout
-	if stdout == nil {
-		cmd.Stdout = cmd.Stderr // the same writer: exec copies both with one goroutine
-	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		cancel()
-		return nil, &Error{Program: c.program(), Err: err}
-	}
-	setPipeSize(pw, PipeSize)
-	cmd.Stdin = pr
-	ch, err := c.start(ctx, cctx, cmd, t, cancel, pw, pr)
+	ch, err := c.start(ctx, true, stdout)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fakeZFS writes a shell script that stands in for zfs: `send` writes
@@ -128,4 +129,34 @@ func TestListVersionsParse(t *testing.T) {
 	if _, err := r.ListVersions(context.Background(), "p/a"); err == nil {
 		t.Fatal("bad guid accepted")
 	}
+}
+
+// A cancelled send stops zfs (the fake's head goes on as a grandchild holding
+// the pipe): the reader gets the cancellation as a *CommandError, promptly.
+func TestSendStreamCancel(t *testing.T) {
+	r := fakeZFS(t)
+	t.Setenv("FAKE_SIZE", "100000000000")
+	t.Setenv("FAKE_RC", "0")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := r.Send(ctx, SendArgs{To: "p/a@s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(s, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	done := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, s); done <- err }()
+	select {
+	case err := <-done:
+		var ce *CommandError
+		if !errors.As(err, &ce) || !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want a CommandError wrapping context.Canceled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the stream did not end after the cancel")
+	}
+	s.Close()
 }
