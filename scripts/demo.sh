@@ -10,6 +10,7 @@ mkdir -p bin "$work"
 go build -o bin/cairn-block ./cmd/cairn-block
 cb=bin/cairn-block
 export CAIRN_REPO="file://$work/repo"
+unset CAIRN_PASSWORD # the demo's repository is unencrypted: a passphrase would be refused
 
 img=$work/sample.img
 echo "demo: making a 64 MiB sample image in $img" >&2
