@@ -3,18 +3,15 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"sync"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cairn-backup/cairn/blockdiff"
 	"github.com/cairn-backup/cairn/blockdiff/rbd"
 	"github.com/cairn-backup/cairn/internal/cli"
+	"github.com/cairn-backup/cairn/internal/kubeblock"
 	"github.com/cairn-backup/cairn/kube"
 )
 
@@ -73,41 +70,24 @@ func (a *app) backupAllKube(cmd *cobra.Command, o *backupAllOptions, sel kube.Se
 		}
 	}
 	var conn *rbd.Conn
-	if slicesAny(vols, func(v kube.Volume) bool { return v.RBD != nil }) {
+	if kubeblock.NeedsCeph(vols) {
 		if conn, err = o.ceph.connect(); err != nil {
 			return err
 		}
 		defer conn.Close()
 	}
 	err = a.WithRepo(ctx, func(r *blockdiff.Repository) error {
-		sem := make(chan struct{}, o.parallel)
-		var wg sync.WaitGroup
-		for i, v := range vols {
-			res := &sum.Volumes[i]
-			switch {
-			case v.Err != nil:
-				res.Error = v.Err.Error()
-			case v.RBD == nil:
-				res.Error = (&kube.VolumeError{Namespace: v.Namespace, PVC: v.PVC, PV: v.PV, Driver: v.Driver,
-					Err: fmt.Errorf("not an RBD image but the ZFS dataset %s: back it up with cairn-zrepl", v.ZFS.Dataset)}).Error()
+		// the PVCs' backups are internal/kubeblock's, which cairn-kube backup --volumes data shares
+		results := kubeblock.Backup(ctx, conn, r, vols, kubeblock.Options{Labels: o.labels, BlockSize: o.blockSize,
+			SnapshotPrefix: o.snapshotPrefix, Parallel: o.parallel, Logger: a.Log})
+		for i, res := range results {
+			sum.Volumes[i].imageResultJSON = imageResult(res)
+			if res.Err != nil {
+				a.RecordFailedBackup(res.Volume.Name())
+			} else {
+				a.RecordVersion(res.Backup.Version)
 			}
-			if res.Error != "" {
-				a.RecordFailedBackup(res.Volume)
-				a.Log.Error("PVC not backed up", "pvc", v.Name(), "err", res.Error)
-				continue
-			}
-			labels := maps.Clone(o.labels)
-			if labels == nil {
-				labels = map[string]string{}
-			}
-			maps.Copy(labels, v.Labels())
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				res.imageResultJSON = a.backupRBDVolume(ctx, conn, r, o, rbdURL(v.RBD), v.Name(), labels)
-			})
 		}
-		wg.Wait()
 		return nil
 	})
 	if err != nil {
@@ -116,42 +96,20 @@ func (a *app) backupAllKube(cmd *cobra.Command, o *backupAllOptions, sel kube.Se
 	return a.summarizeKube(sum)
 }
 
-func slicesAny[T any](s []T, f func(T) bool) bool {
-	for _, x := range s {
-		if f(x) {
-			return true
-		}
+// imageResult is one PVC's entry of the summary.
+func imageResult(res kubeblock.Result) imageResultJSON {
+	out := imageResultJSON{Image: res.Image, Volume: res.Volume.Name(), Seconds: res.Seconds}
+	if res.Err != nil {
+		out.Error = res.Err.Error()
+		return out
 	}
-	return false
+	b, v := res.Backup, res.Backup.Version
+	out.OK, out.Version, out.Snapshot, out.Base, out.FullReason = true, v.ID, b.Snapshot, b.Base, b.FullReason
+	out.Size, out.BytesRead, out.BytesWritten, out.Removed = v.Size, b.BytesRead, v.Stats.BytesWritten, b.RemovedSnapshots
+	return out
 }
 
-func rbdURL(i *kube.RBDImage) rbd.URL {
-	return rbd.URL{Pool: i.Pool, Namespace: i.Namespace, Image: i.Image}
-}
-
-// backupRBDVolume backs up the image u as volume for backup-all and reports
-// the outcome.
-func (a *app) backupRBDVolume(ctx context.Context, conn *rbd.Conn, r *blockdiff.Repository, o *backupAllOptions,
-	u rbd.URL, volume string, labels map[string]string) imageResultJSON {
-	res := imageResultJSON{Image: u.Spec(), Volume: volume}
-	start := time.Now()
-	out, err := conn.Backup(ctx, r, u, rbd.BackupOptions{Volume: volume, Labels: labels, BlockSize: o.blockSize,
-		SnapshotPrefix: o.snapshotPrefix, Logger: a.Log.With("image", u.Spec(), "volume", volume)})
-	res.Seconds = time.Since(start).Seconds()
-	if err != nil {
-		res.Error = err.Error()
-		a.RecordFailedBackup(volume)
-		a.Log.Error("volume backup failed", "volume", volume, "image", u.Spec(), "err", err)
-		return res
-	}
-	v := out.Version
-	a.RecordVersion(v)
-	res.OK, res.Version, res.Snapshot, res.Base, res.FullReason = true, v.ID, out.Snapshot, out.Base, out.FullReason
-	res.Size, res.BytesRead, res.BytesWritten, res.Removed = v.Size, out.BytesRead, v.Stats.BytesWritten, out.RemovedSnapshots
-	a.Log.Info("volume backed up", "volume", volume, "image", u.Spec(), "version", v.ID, "base", out.Base,
-		"full_reason", out.FullReason, "bytes_read", out.BytesRead)
-	return res
-}
+func rbdURL(i *kube.RBDImage) rbd.URL { return kubeblock.ImageURL(i) }
 
 // summarizeKube prints backup-all --selector's result and returns its error:
 // exit 3 (partial) when some PVCs failed and others succeeded, 1 when all
