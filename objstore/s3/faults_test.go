@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/internal/faultproxy"
 	"github.com/cairn-backup/cairn/internal/testenv"
 	"github.com/cairn-backup/cairn/objstore"
-	"github.com/cairn-backup/cairn/internal/faultproxy"
 	"github.com/cairn-backup/cairn/objstore/storetest"
 )
 
