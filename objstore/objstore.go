@@ -10,6 +10,9 @@
 // as they are and hides no fan-out of its own. Every backend enforces the rules
 // of ValidateKey (no empty, "." or ".." segments, no leading or trailing
 // slash, no control characters), so a repository can move between backends.
+// Each sits behind Guard, which makes these checks, refuses operations on a
+// closed store or with a done context, and wraps every error in an OpError,
+// the same way for all; a backend of your own can use it too.
 //
 // # File backend
 //
