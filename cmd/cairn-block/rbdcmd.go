@@ -84,7 +84,7 @@ func (a *app) backupAllCmd() *cobra.Command {
 		Long: "backup-all backs up each image of POOL whose name matches --image-regex (unanchored: use\n" +
 			"^...$) as `backup rbd://POOL/IMAGE PREFIX+IMAGE` does: snapshot, diff from the last valid\n" +
 			"version, rotation of the b- snapshots. One image's failure does not stop the others; the\n" +
-			"exit code is 0 only when every image succeeded. --json prints a summary.\n\n" +
+			"exit code is 0 when every image succeeded, 3 (partial) when some did, 1 when none did.\n--json prints a summary.\n\n" +
 			"With --selector instead of --pool it backs up the PVCs that the Kubernetes label selector\n" +
 			"chooses in the --namespace(s) or --all-namespaces: each PVC's bound PV names its RBD image\n" +
 			"(ceph-csi rbd.csi.ceph.com or in-tree rbd), backed up as the volume NAMESPACE/PVC with the\n" +
