@@ -141,9 +141,7 @@ func TestExportRestoreRealServer(t *testing.T) {
 
 	// lose the namespace, and the PV with it
 	env.DeleteNamespace(t, ns, kubetest.WorkloadResources...)
-	if err := env.Clientset.CoreV1().PersistentVolumes().Delete(ctx, "pv-"+ns+"-meta", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	env.DeletePV(t, "pv-"+ns+"-meta")
 	outs, err := c.Restore(ctx, objs, kube.RestoreOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -169,6 +167,9 @@ func TestExportRestoreRealServer(t *testing.T) {
 		}
 	}
 	check(outs, ns)
+	if i := slices.IndexFunc(outs, func(o kube.Outcome) bool { return o.Kind == "PersistentVolume" }); i < 0 || outs[i].Action != kube.ActionCreated {
+		t.Errorf("the recorded PV, deleted, is not restored with its PVC: %v", outs)
+	}
 	// dependency order: the namespace first, the PVC before the workloads
 	idx := func(kind string) int {
 		return slices.IndexFunc(outs, func(o kube.Outcome) bool { return o.Kind == kind })

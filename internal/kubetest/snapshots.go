@@ -253,3 +253,29 @@ func (e *Env) DeleteNamespace(t testing.TB, ns string, resources ...schema.Group
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// DeletePV deletes the PV name, removing the protection finalizer that no
+// controller of the test server would ever remove, and waits until it is
+// gone.
+func (e *Env) DeletePV(t testing.TB, name string) {
+	t.Helper()
+	ctx := context.Background()
+	pvs := e.Clientset.CoreV1().PersistentVolumes()
+	if err := pvs.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatalf("delete PV %s: %v", name, err)
+	}
+	for i := 0; ; i++ {
+		pv, err := pvs.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return
+		}
+		if err == nil && len(pv.Finalizers) > 0 {
+			pv.Finalizers = nil
+			_, err = pvs.Update(ctx, pv, metav1.UpdateOptions{})
+		}
+		if i > 300 {
+			t.Fatalf("PV %s still exists: %v", name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
