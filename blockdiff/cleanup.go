@@ -86,7 +86,7 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 
 	// 1. Every reference of every manifest. An unreadable manifest fails
 	// the cleanup: it might reference anything.
-	versions, err := r.List(ctx, Filter{})
+	versions, err := r.listFull(ctx, Filter{})
 	if err != nil {
 		return nil, err
 	}

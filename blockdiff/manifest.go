@@ -128,9 +128,28 @@ func encodeManifest(v *Version) ([]byte, error) {
 	return append(b, sum[:]...), nil
 }
 
-// decodeManifest parses a manifest's plaintext, checking its trailer and that
-// the references add up to the version's size.
+// decodeManifest parses a version-1 manifest's plaintext (the encoding of
+// repository formats 1 and 2), checking its trailer and that the references
+// add up to the version's size.
 func decodeManifest(b []byte) (*Version, error) {
+	var refs []Ref
+	v, err := walkManifest(b, func(n uint64) { refs = make([]Ref, 0, n) }, func(r Ref) error {
+		refs = append(refs, r)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	v.refs = refs
+	return v, nil
+}
+
+// walkManifest parses a version-1 manifest's plaintext like decodeManifest,
+// but hands each reference to each (when not nil) instead of keeping it, so
+// that reading a header costs no memory per reference. The trailer is
+// checked before the first reference is handed out; size, when not nil, is
+// called with the number of references first.
+func walkManifest(b []byte, size func(n uint64), each func(Ref) error) (*Version, error) {
 	body, err := checkTrailer(b, manifestMagic)
 	if err != nil {
 		return nil, err
@@ -149,12 +168,21 @@ func decodeManifest(b []byte) (*Version, error) {
 	if d.err == nil && count > uint64(len(d.b)) { // each ref takes at least 2 bytes
 		return nil, fmt.Errorf("manifest claims %d refs in %d bytes: %w", count, len(d.b), ErrCorrupt)
 	}
-	v.refs = make([]Ref, 0, count)
+	if size != nil && d.err == nil {
+		size(count)
+	}
 	var total int64
 	for i := uint64(0); i < count && d.err == nil; i++ {
 		r := d.ref()
+		if d.err != nil {
+			break
+		}
 		total += r.Length
-		v.refs = append(v.refs, r)
+		if each != nil {
+			if err := each(r); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if d.err != nil {
 		return nil, d.err

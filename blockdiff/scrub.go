@@ -206,7 +206,7 @@ func (r *Repository) scrubSelect(ctx context.Context, opts ScrubOptions) ([]*Ver
 	damaged := []string{}
 	seen := map[string]bool{}
 	if opts.All {
-		all, err := r.List(ctx, Filter{})
+		all, err := r.listFull(ctx, Filter{})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -392,7 +392,7 @@ func parseDataKey(key string) (ID, bool) {
 // markDamaged marks every version that references a damaged object invalid,
 // recording where, and fills the report.
 func (r *Repository) markDamaged(ctx context.Context, bad map[ID]damage, rep *ScrubReport, op string) error {
-	all, err := r.List(ctx, Filter{})
+	all, err := r.listFull(ctx, Filter{})
 	if err != nil {
 		return err
 	}
@@ -407,7 +407,7 @@ func (r *Repository) markDamaged(ctx context.Context, bad map[ID]damage, rep *Sc
 		if v.Status == StatusInvalid {
 			continue
 		}
-		_, err := r.update(ctx, v.ID, func(v *Version) error {
+		_, err := r.updateFull(ctx, v.ID, func(v *Version) error {
 			ds := damagedBlocks(v, bad) // of the manifest as it is now
 			v.Status, v.Damage = StatusInvalid, ds
 			v.Error = fmt.Sprintf("%s %s: %d damaged blocks, first at offset %d (object %s %s)",

@@ -44,7 +44,7 @@ type StorageStats struct {
 // and sums them up. It takes no lock: while backups or a cleanup run, the
 // numbers are a moment's picture.
 func (r *Repository) StorageStats(ctx context.Context) (*StorageStats, error) {
-	versions, err := r.List(ctx, Filter{})
+	versions, err := r.listFull(ctx, Filter{})
 	if err != nil {
 		return nil, err
 	}

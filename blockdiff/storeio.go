@@ -5,12 +5,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
-
-	"github.com/cairn-backup/cairn/objstore"
 )
 
 // readInto reads the whole object at key into buf (reusing its capacity),
@@ -62,77 +59,44 @@ func (r *Repository) getMeta(ctx context.Context, key string) ([]byte, error) {
 	return plain, nil
 }
 
-// Version reads the manifest of the version id.
+// Version reads the manifest of the version id, references included. To
+// read only its metadata, List (or the maintenance operations) read the
+// header alone.
 func (r *Repository) Version(ctx context.Context, id string) (*Version, error) {
-	if err := checkVersionID(id); err != nil {
-		return nil, err
-	}
-	plain, err := r.getMeta(ctx, versionKey(id))
-	if errors.Is(err, objstore.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %q", ErrVersionNotFound, id)
-	}
+	var refs []Ref
+	v, err := r.scanVersion(ctx, id, func(n uint64) {
+		refs = make([]Ref, 0, min(n, 1<<20)) // n is not trusted further: append grows
+	}, func(ref Ref) error {
+		refs = append(refs, ref)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	v, err := decodeManifest(plain)
-	if err != nil {
-		return nil, fmt.Errorf("blockdiff: version %s: %w", id, err)
-	}
-	if v.ID != id {
-		return nil, fmt.Errorf("blockdiff: manifest %s names itself %q: %w", id, v.ID, ErrCorrupt)
-	}
+	v.refs = refs
 	return v, nil
 }
 
 // putVersion writes (or rewrites) a manifest; Put is atomic, so readers see
-// the old manifest or the new one.
+// the old manifest or the new one. A repository of format 3 gets a framed
+// manifest (manifest3.go), older ones the version-1 encoding.
 func (r *Repository) putVersion(ctx context.Context, v *Version) error {
+	if r.cfg.Version >= 3 {
+		body, err := r.encodeFramed(v)
+		if err != nil {
+			return err
+		}
+		key := versionKey(v.ID)
+		if err := r.store.Put(ctx, key, bytes.NewReader(body), int64(len(body))); err != nil {
+			return fmt.Errorf("blockdiff: put %s: %w", key, err)
+		}
+		return nil
+	}
 	plain, err := encodeManifest(v)
 	if err != nil {
 		return err
 	}
 	return r.putMeta(ctx, versionKey(v.ID), plain)
-}
-
-// loadDedup brings the set of known objects up to date with the index
-// segments (dedup.go): read once, then merged with new segments, and read
-// again after a cleanup compacted the index.
-func (r *Repository) loadDedup(ctx context.Context) error {
-	return r.refreshDedup(ctx)
-}
-
-// claim reports whether id is new to the repository. For a new ID it returns
-// the flight the caller must land when its upload ends; for an ID whose upload
-// another block started and has not finished, it returns that flight to wait on.
-func (r *Repository) claim(id ID) (bool, *flight) {
-	r.dedupMu.Lock()
-	defer r.dedupMu.Unlock()
-	if _, ok := r.dedup[id]; ok {
-		return false, nil
-	}
-	if f, ok := r.inflight[id]; ok {
-		return false, f
-	}
-	if r.inflight == nil {
-		r.inflight = make(map[ID]*flight)
-	}
-	f := &flight{done: make(chan struct{})}
-	r.inflight[id] = f
-	return true, f
-}
-
-// land ends a flight: on success the ID joins the dedup set; on failure it is
-// forgotten so that a later backup uploads it again.
-func (r *Repository) land(id ID, f *flight, err error) {
-	r.dedupMu.Lock()
-	delete(r.inflight, id)
-	if err == nil {
-		r.dedup[id] = struct{}{}
-		r.addPending(id)
-	}
-	r.dedupMu.Unlock()
-	f.err = err
-	close(f.done)
 }
 
 // writeIndex stores an index segment naming the objects a backup created.

@@ -8,8 +8,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	"github.com/cairn-backup/cairn/objstore"
 )
 
 // Filter selects versions in List; zero fields match everything.
@@ -31,8 +29,9 @@ func (f Filter) match(v *Version) bool {
 	return true
 }
 
-// List returns the versions that match f, oldest first. Manifests are read in
-// parallel. A manifest that is damaged (it does not decode or authenticate)
+// List returns the versions that match f, oldest first, without their
+// references (Version reads those): only each manifest's header is read, in
+// parallel, so that memory grows with the number of versions only. A manifest that is damaged (it does not decode or authenticate)
 // is listed with StatusDamaged, its ID, and the reason in Error, whatever the
 // filter (its volume and labels are unknown), so that one bad object never
 // hides the others; any other error (the store's) fails the listing.
@@ -46,7 +45,7 @@ func (r *Repository) List(ctx context.Context, f Filter) ([]*Version, error) {
 	}
 	all := make([]*Version, len(ids))
 	err := r.parallel(ctx, len(ids), func(ctx context.Context, i int) error {
-		v, err := r.Version(ctx, ids[i])
+		v, err := r.versionHeader(ctx, ids[i])
 		if errors.Is(err, ErrVersionNotFound) { // removed while listing
 			return nil
 		}
@@ -92,9 +91,9 @@ func (r *Repository) Remove(ctx context.Context, id string, opts RemoveOptions) 
 	if opts.MinAge < 0 {
 		return fmt.Errorf("blockdiff: remove %s: negative minimum age %s", id, opts.MinAge)
 	}
-	v, err := r.Version(ctx, id)
+	v, err := r.versionHeader(ctx, id)
 	if isDamage(err) {
-		v, err = r.Version(ctx, id) // read twice before deleting what may be a protected version
+		v, err = r.versionHeader(ctx, id) // read twice before deleting what may be a protected version
 	}
 	if isDamage(err) && checkVersionID(id) == nil {
 		if err := r.store.Delete(ctx, versionKey(id)); err != nil {
@@ -121,27 +120,26 @@ func (r *Repository) Remove(ctx context.Context, id string, opts RemoveOptions) 
 	return nil
 }
 
-// update rewrites a manifest after fn changes it. Concurrent updates of one
-// version race (the last write wins); each is a single atomic Put.
+// update rewrites a manifest's metadata after fn changes it; fn sees no
+// references, which the rewrite keeps as they are (updateHeader).
 func (r *Repository) update(ctx context.Context, id string, fn func(v *Version) error) (*Version, error) {
+	return r.updateHeader(ctx, id, fn)
+}
+
+// updateFull rewrites a manifest after fn changes it, references included
+// (fn may read them). Concurrent updates of one version race (the last
+// write wins); each is a single atomic Put.
+func (r *Repository) updateFull(ctx context.Context, id string, fn func(v *Version) error) (*Version, error) {
 	v, err := r.Version(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	if err := fn(v); err != nil {
-		return nil, err
-	}
-	if err := r.putVersion(ctx, v); err != nil {
-		if errors.Is(err, objstore.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %q", ErrVersionNotFound, id)
-		}
-		return nil, err
-	}
-	return v, nil
+	return r.finishUpdate(ctx, id, v, fn)
 }
 
 // SetProtected protects or unprotects version id; a protected version cannot
-// be removed.
+// be removed. Only the manifest's header is rewritten; the Version returned
+// holds no references.
 func (r *Repository) SetProtected(ctx context.Context, id string, protected bool) (*Version, error) {
 	return r.update(ctx, id, func(v *Version) error {
 		v.Protected = protected
@@ -164,6 +162,8 @@ func CheckLabel(k, v string) error {
 }
 
 // SetLabels sets the labels in set and deletes those in del on version id.
+// Only the manifest's header is rewritten; the Version returned holds no
+// references.
 func (r *Repository) SetLabels(ctx context.Context, id string, set map[string]string, del []string) (*Version, error) {
 	for k, val := range set {
 		if err := CheckLabel(k, val); err != nil {
@@ -189,4 +189,31 @@ func (r *Repository) SetLabels(ctx context.Context, id string, set map[string]st
 // of the store that says nothing about the object.
 func isDamage(err error) bool {
 	return err != nil && (errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnsupportedFormat))
+}
+
+// listFull is List with every version's references (Version for each that
+// is not damaged), for the maintenance operations not yet streaming them.
+func (r *Repository) listFull(ctx context.Context, f Filter) ([]*Version, error) {
+	vs, err := r.List(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	for i, v := range vs {
+		if v.Status == StatusDamaged {
+			continue
+		}
+		full, err := r.Version(ctx, v.ID)
+		if errors.Is(err, ErrVersionNotFound) {
+			continue
+		}
+		if isDamage(err) {
+			vs[i] = &Version{ID: v.ID, Status: StatusDamaged, Error: err.Error(), Labels: map[string]string{}}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		vs[i] = full
+	}
+	return vs, nil
 }
