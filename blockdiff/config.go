@@ -128,13 +128,6 @@ type Options struct {
 	// A cleanup running meanwhile may then delete what a restore still
 	// needs: the restore fails; it never writes wrong bytes.
 	NoReadLock bool
-	// CacheDir is a local directory where the index of compacted
-	// repositories (format 3) is cached between processes, under the
-	// repository's ID: directories and the frames looked up, as stored
-	// (encrypted when the repository is), checked on every read. "" caches
-	// nothing: every backup reads the index directories from the store.
-	// See DefaultCacheDir.
-	CacheDir string
 }
 
 // Repository is an open blockdiff repository. It is safe for concurrent use.
@@ -151,15 +144,10 @@ type Repository struct {
 	inflight    map[ID]*flight      // uploads in progress, by ID
 	dedupSegs   map[string]struct{} // index segments the dedup set holds (dedup.go)
 	pending     map[ID]int          // stored by running backups, not yet in a segment
-	gens        []*genDir           // compacted index generations held (dedup.go)
-	refreshMu   sync.Mutex          // serializes refreshDedup
-	cache       *indexCache         // nil without Options.CacheDir (indexcache.go)
-	frameMem    frameMem            // frames read last (indexcache.go)
 
-	upgradeMu     sync.Mutex
-	legacyMaster  []byte      // set while a version-1 encrypted config awaits its MAC (upgradeConfig)
-	legacyWrap    cipher.AEAD // the key-wrapping cipher, kept only for that upgrade
-	formatVersion int         // the config's version as this process last wrote or read it (upgradeFormat); 0 = cfg.Version
+	upgradeMu    sync.Mutex
+	legacyMaster []byte      // set while a version-1 encrypted config awaits its MAC (upgradeConfig)
+	legacyWrap   cipher.AEAD // the key-wrapping cipher, kept only for that upgrade
 }
 
 // Init creates a repository in an empty store and returns it open. A
@@ -509,9 +497,7 @@ func newRepository(store objstore.Store, cfg Config, master []byte, opts Options
 		return nil, err
 	}
 	opts.Passphrase = nil // not needed any more; keep no copy of the secret
-	r := &Repository{store: store, cfg: cfg, codec: c, opts: opts, log: log}
-	r.cache = newIndexCache(opts.CacheDir, cfg.ID, log.Warn)
-	return r, nil
+	return &Repository{store: store, cfg: cfg, codec: c, opts: opts, log: log}, nil
 }
 
 // Config returns the repository's config (the wrapped key included, never the
