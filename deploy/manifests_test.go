@@ -67,6 +67,15 @@ func TestManifestsServerSideDryRun(t *testing.T) {
 			}
 		}
 	}
+	// the applications' namespaces that RoleBindings go to (cairn-kube-rbac.yaml)
+	for _, o := range objs {
+		if ns := o.GetNamespace(); ns != "" && ns != "cairn-backup" {
+			_, err := env.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+			if err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
+		}
+	}
 	var cronjob *unstructured.Unstructured
 	for _, o := range objs {
 		if err := ap.Apply(ctx, o, "default", true); err != nil {
@@ -107,9 +116,10 @@ func TestManifestsServerSideDryRun(t *testing.T) {
 // snapshot prefix of its own.
 func TestCronJobsSelectByLabel(t *testing.T) {
 	want := map[string][]string{ // CronJob -> arguments it must have
-		"cairn-block-backup-all":       {"backup-all", "--selector=backup-this-pvc=true", "--all-namespaces", "--snapshot-prefix=b-"},
-		"cairn-block-garage-meta-ceph": {"backup-all", "--selector=backup-this-pvc=true", "--namespace=garage", "--snapshot-prefix=garage-meta-"},
+		"cairn-block-backup-all":      {"backup-all", "--selector=backup-this-pvc=true", "--all-namespaces", "--snapshot-prefix=b-"},
+		"cairn-kube-garage-meta-ceph": {"backup", "--selector=backup-this-pvc=true", "--namespace=garage", "--volumes=data", "--snapshot-prefix=garage-meta-"},
 	}
+	accounts := map[string]string{"cairn-block-backup-all": "cairn-block", "cairn-kube-garage-meta-ceph": "cairn-kube"}
 	prefixes := map[string]string{}
 	for _, o := range manifests(t) {
 		w, ok := want[o.GetName()]
@@ -118,10 +128,13 @@ func TestCronJobsSelectByLabel(t *testing.T) {
 		}
 		delete(want, o.GetName())
 		spec, _, _ := unstructured.NestedMap(o.Object, "spec", "jobTemplate", "spec", "template", "spec")
-		if sa, _ := spec["serviceAccountName"].(string); sa != "cairn-block" {
-			t.Errorf("%s: serviceAccountName %q, want cairn-block", o, sa)
+		if sa, _ := spec["serviceAccountName"].(string); sa != accounts[o.GetName()] {
+			t.Errorf("%s: serviceAccountName %q, want %s", o, sa, accounts[o.GetName()])
 		}
-		cs, _ := spec["containers"].([]any)
+		cs, _ := spec["initContainers"].([]any) // cairn-kube: the backup, then the enforce
+		if len(cs) == 0 {
+			cs, _ = spec["containers"].([]any)
+		}
 		c, _ := cs[0].(map[string]any)
 		var args []string
 		for _, a := range c["args"].([]any) {
