@@ -57,6 +57,15 @@ type backupRun struct {
 	mu      sync.Mutex
 	entries []indexEntry // objects this backup stored
 	waits   []*flight    // uploads of other blocks this backup references
+
+	// The index is read at the first lookup (ensureIndex), not before: a
+	// backup that stores no block reads none of it.
+	indexOnce sync.Once
+	indexErr  error
+	// Lookups in the compacted index run beside the workers (lookupAside):
+	// a worker hands its read buffer over and takes a spare one.
+	lookups sync.WaitGroup
+	spares  chan []byte
 }
 
 type blockJob struct {
@@ -93,9 +102,6 @@ func (r *Repository) Backup(ctx context.Context, src Source, opts BackupOptions)
 	r.upgradeConfig(ctx) // a version-1 encrypted config gets its MAC (config.go)
 	base, err := r.backupBase(ctx, opts)
 	if err != nil {
-		return nil, err
-	}
-	if err := r.loadDedup(ctx); err != nil {
 		return nil, err
 	}
 	v := &Version{ID: newVersionID(start), Volume: opts.Volume, Kind: KindBlock, Size: src.Size(),
@@ -215,6 +221,10 @@ func (b *backupRun) run(ctx context.Context) error {
 	for range cap(free) {
 		free <- nil // allocated on first use, so small volumes stay small
 	}
+	b.spares = make(chan []byte, max(4, 2*b.r.opts.Workers))
+	for range cap(b.spares) {
+		b.spares <- nil
+	}
 	var workers, uploaders sync.WaitGroup
 	for range b.r.opts.Transfers {
 		uploaders.Go(func() { b.uploader(ctx, uploads, free) })
@@ -225,6 +235,7 @@ func (b *backupRun) run(ctx context.Context) error {
 	b.produce(ctx, plan, jobs)
 	close(jobs)
 	workers.Wait()
+	b.lookups.Wait()
 	close(uploads)
 	uploaders.Wait()
 	if err := context.Cause(ctx); err != nil && ctx.Err() != nil {
@@ -315,45 +326,117 @@ func (b *backupRun) worker(ctx context.Context, jobs <-chan blockJob, uploads ch
 		if ctx.Err() != nil {
 			continue
 		}
-		if err := b.block(ctx, j, buf, uploads, free); err != nil {
+		next, err := b.block(ctx, j, buf, uploads, free)
+		if err != nil {
 			b.cancel(err)
 		}
+		buf = next
 	}
 }
 
-// block handles one block that must be read.
-func (b *backupRun) block(ctx context.Context, j blockJob, buf []byte, uploads chan<- upload, free chan []byte) error {
+// block handles one block that must be read. It returns the buffer the
+// worker reads its next block into: buf, or a spare when buf went to a
+// lookup beside the workers (lookupAside).
+func (b *backupRun) block(ctx context.Context, j blockJob, buf []byte, uploads chan<- upload, free chan []byte) (next []byte, err error) {
 	off, l := blockSpan(j.i, b.bs, b.src.Size())
 	p := buf[:l]
 	if n, err := b.src.ReadAt(p, off); n < len(p) {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return fmt.Errorf("read source at %d: %w", off, err)
+		return buf, fmt.Errorf("read source at %d: %w", off, err)
 	}
 	b.bytesRead.Add(l)
 	if isZero(p) {
-		return b.zeroBlock(j.i, l, j.act)
+		return buf, b.zeroBlock(j.i, l, j.act)
 	}
 	id := b.r.codec.hash(p)
-	defer b.progress(l)
 	if j.act == actVerify { // the base's object exists: nothing to store
+		defer b.progress(l)
 		if b.base.refs[j.i].Sparse || b.base.refs[j.i].ID != id {
-			return b.mismatch(j.i)
+			return buf, b.mismatch(j.i)
 		}
 		b.refs[j.i] = b.base.refs[j.i]
 		b.nVeri.Add(1)
-		return nil
+		return buf, nil
 	}
 	b.refs[j.i] = Ref{ID: id, Length: l}
-	return b.storeNew(ctx, id, p, uploads, free)
+	if err := b.ensureIndex(ctx); err != nil {
+		return buf, err
+	}
+	isNew, f, lookup := b.r.claim(id)
+	if lookup {
+		return b.lookupAside(ctx, id, buf, p, uploads, free)
+	}
+	defer b.progress(l)
+	return buf, b.store(ctx, id, p, isNew, f, uploads, free)
+}
+
+// lookupAside looks id up in the compacted index beside the workers, so
+// that hashing and compression do not wait for a frame read: the worker's
+// buffer goes with the lookup, which stores the block itself in the rare
+// case that the filter was wrong, and returns the buffer to the spares. The
+// worker waits only when every spare is out (at most max(4, 2*Workers)
+// lookups in flight, one block buffer each, allocated on first use).
+func (b *backupRun) lookupAside(ctx context.Context, id ID, buf, p []byte, uploads chan<- upload, free chan []byte) ([]byte, error) {
+	var next []byte
+	select {
+	case next = <-b.spares:
+	case <-ctx.Done():
+		return buf, context.Cause(ctx)
+	}
+	if next == nil {
+		next = make([]byte, b.bs)
+	}
+	b.lookups.Go(func() {
+		defer func() { b.spares <- buf }() // p is a prefix of buf: free once stored or known
+		defer b.progress(int64(len(p)))
+		if err := b.storeLooked(ctx, id, p, uploads, free); err != nil {
+			b.cancel(err)
+		}
+	})
+	return next, nil
+}
+
+// ensureIndex reads the index (refreshDedup) once per backup, at its first
+// lookup.
+func (b *backupRun) ensureIndex(ctx context.Context) error {
+	b.indexOnce.Do(func() { b.indexErr = b.r.loadDedup(ctx) })
+	return b.indexErr
 }
 
 // storeNew claims id in the dedup set and, when no other block or chunk has
 // stored or is storing it, encodes p and queues its upload; a known id only
 // waits for the upload in flight. Block and stream backups share it.
 func (b *backupRun) storeNew(ctx context.Context, id ID, p []byte, uploads chan<- upload, free chan []byte) error {
-	isNew, f := b.r.claim(id)
+	if err := b.ensureIndex(ctx); err != nil {
+		return err
+	}
+	isNew, f, lookup := b.r.claim(id)
+	if lookup {
+		return b.storeLooked(ctx, id, p, uploads, free)
+	}
+	return b.store(ctx, id, p, isNew, f, uploads, free)
+}
+
+// storeLooked is storeNew for an ID that a compacted generation's filter
+// may hold: the frame decides.
+func (b *backupRun) storeLooked(ctx context.Context, id ID, p []byte, uploads chan<- upload, free chan []byte) error {
+	found, err := b.r.inGenerations(ctx, id)
+	if err != nil {
+		return err
+	}
+	if found {
+		b.nDedup.Add(1)
+		return nil
+	}
+	isNew, f := b.r.claimAfterLookup(id)
+	return b.store(ctx, id, p, isNew, f, uploads, free)
+}
+
+// store ends a claim: a new id is encoded and queued for upload, a known one
+// counted (and its flight, if any, waited for at the end).
+func (b *backupRun) store(ctx context.Context, id ID, p []byte, isNew bool, f *flight, uploads chan<- upload, free chan []byte) error {
 	if !isNew {
 		b.nDedup.Add(1)
 		if f != nil {

@@ -128,6 +128,13 @@ type Options struct {
 	// A cleanup running meanwhile may then delete what a restore still
 	// needs: the restore fails; it never writes wrong bytes.
 	NoReadLock bool
+	// CacheDir is a local directory where the index of compacted
+	// repositories (format 3) is cached between processes, under the
+	// repository's ID: directories and the frames looked up, as stored
+	// (encrypted when the repository is), checked on every read. "" caches
+	// nothing: every backup reads the index directories from the store.
+	// See DefaultCacheDir.
+	CacheDir string
 }
 
 // Repository is an open blockdiff repository. It is safe for concurrent use.
@@ -144,10 +151,15 @@ type Repository struct {
 	inflight    map[ID]*flight      // uploads in progress, by ID
 	dedupSegs   map[string]struct{} // index segments the dedup set holds (dedup.go)
 	pending     map[ID]int          // stored by running backups, not yet in a segment
+	gens        []*genDir           // compacted index generations held (dedup.go)
+	refreshMu   sync.Mutex          // serializes refreshDedup
+	cache       *indexCache         // nil without Options.CacheDir (indexcache.go)
+	frameMem    frameMem            // frames read last (indexcache.go)
 
-	upgradeMu    sync.Mutex
-	legacyMaster []byte      // set while a version-1 encrypted config awaits its MAC (upgradeConfig)
-	legacyWrap   cipher.AEAD // the key-wrapping cipher, kept only for that upgrade
+	upgradeMu     sync.Mutex
+	legacyMaster  []byte      // set while a version-1 encrypted config awaits its MAC (upgradeConfig)
+	legacyWrap    cipher.AEAD // the key-wrapping cipher, kept only for that upgrade
+	formatVersion int         // the config's version as this process last wrote or read it (upgradeFormat); 0 = cfg.Version
 }
 
 // Init creates a repository in an empty store and returns it open. A
@@ -282,6 +294,9 @@ func keyWrapAEAD(pass []byte, enc *Encryption) (cipher.AEAD, error) {
 // error wrapping ErrTampered.
 func Open(ctx context.Context, store objstore.Store, opts Options) (*Repository, error) {
 	cfg, err := readConfig(ctx, store)
+	if err != nil && len(opts.Passphrase) > 0 && (errors.Is(err, ErrUnsupportedFormat) || errors.Is(err, ErrCorrupt)) {
+		err = tamperedConfig(ctx, store, opts.Passphrase, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -306,6 +321,36 @@ func Open(ctx context.Context, store objstore.Store, opts Options) (*Repository,
 		r.log.Info("encrypted repository of format version 1: its config gets a MAC at the first backup or cleanup", "id", cfg.ID)
 	}
 	return r, nil
+}
+
+// tamperedConfig tells a config that was changed apart from one of a format
+// this build does not know: when the passphrase unwraps the master key of
+// the config as it is and its MAC does not match, someone changed a
+// parameter to a value this build refuses (a cipher, hash or version), and
+// the error says the repository was tampered with. Otherwise it returns
+// err, the parser's.
+func tamperedConfig(ctx context.Context, store objstore.Store, pass []byte, err error) error {
+	rc, gerr := store.Get(ctx, configKey, 0, 1<<20)
+	if gerr != nil {
+		return err
+	}
+	body, rerr := io.ReadAll(rc)
+	rc.Close()
+	var cfg Config
+	if rerr != nil || json.Unmarshal(body, &cfg) != nil || cfg.Encryption == nil || len(cfg.MAC) == 0 {
+		return err
+	}
+	aead, kerr := keyWrapAEAD(pass, cfg.Encryption)
+	w := cfg.Encryption.WrappedKey
+	if kerr != nil || len(w) < nonceSize+tagSize {
+		return err
+	}
+	master, oerr := aead.Open(nil, w[:nonceSize], w[nonceSize:], wrapAAD(cfg.ID, 2))
+	debug.FreeOSMemory()
+	if oerr != nil || len(master) != masterKeySize || subtle.ConstantTimeCompare(cfg.MAC, configMAC(cfg, master)) == 1 {
+		return err
+	}
+	return fmt.Errorf("blockdiff: the config's security parameters do not match its MAC (%w): %w", err, ErrTampered)
 }
 
 // wrapAAD is the additional data that binds the wrapped master key to the
@@ -497,7 +542,9 @@ func newRepository(store objstore.Store, cfg Config, master []byte, opts Options
 		return nil, err
 	}
 	opts.Passphrase = nil // not needed any more; keep no copy of the secret
-	return &Repository{store: store, cfg: cfg, codec: c, opts: opts, log: log}, nil
+	r := &Repository{store: store, cfg: cfg, codec: c, opts: opts, log: log}
+	r.cache = newIndexCache(opts.CacheDir, cfg.ID, log.Warn)
+	return r, nil
 }
 
 // Config returns the repository's config (the wrapped key included, never the

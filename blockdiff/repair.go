@@ -50,18 +50,18 @@ func (r *Repository) RepairIndex(ctx context.Context, opts RepairIndexOptions) (
 	defer lock.Release(ctx)
 	res := &RepairIndexResult{DamagedSegments: []string{}, DamagedVersions: []string{}}
 
-	oldSegs, err := r.listIndex(ctx)
+	old, err := r.scanIndex(ctx)
 	if err != nil {
 		return nil, err
 	}
-	res.SegmentsBefore = len(oldSegs)
-	// Which segments are damaged is only reported: all of them go.
-	if _, res.DamagedSegments, err = r.readSegments(ctx, oldSegs, func(string, []indexEntry) {}); err != nil {
-		return nil, err
+	res.SegmentsBefore = old.Segments + old.Generations
+	// Which index objects are damaged is only reported: all of them go.
+	for _, err := range old.Entries(ctx) {
+		if err != nil {
+			return nil, err
+		}
 	}
-	if res.DamagedSegments == nil {
-		res.DamagedSegments = []string{}
-	}
+	res.DamagedSegments = append(res.DamagedSegments, old.Damaged...)
 
 	versions, err := r.listFull(ctx, Filter{})
 	if err != nil {
@@ -107,15 +107,20 @@ func (r *Repository) RepairIndex(ctx context.Context, opts RepairIndexOptions) (
 	if err := lock.Check(); err != nil {
 		return nil, err
 	}
-	if err := r.putSegments(ctx, entries); err != nil {
+	// The new index is a compacted generation (format 3, indexfmt.go).
+	if _, err := r.writeCompactedIndex(ctx, func(yield func(indexEntry, error) bool) {
+		for _, e := range entries {
+			if !yield(e, nil) {
+				return
+			}
+		}
+	}, compactOptions{Check: lock.Check}); err != nil {
 		return nil, err
 	}
-	for _, key := range oldSegs {
-		if err := r.store.Delete(ctx, key); err != nil {
-			return nil, fmt.Errorf("blockdiff: repair index: delete old segment %s: %w", key, err)
-		}
+	if err := r.deleteIndexKeys(ctx, old.Keys, nil); err != nil {
+		return nil, fmt.Errorf("blockdiff: repair index: %w", err)
 	}
-	res.SegmentsAfter = (len(entries) + maxSegmentEntries - 1) / maxSegmentEntries
+	res.SegmentsAfter = 1
 	res.Duration = time.Since(start).Seconds()
 	r.log.Info("index repaired", "segments_before", res.SegmentsBefore, "damaged_segments", len(res.DamagedSegments),
 		"entries", res.IndexEntries, "unindexed", res.Unindexed, "damaged_versions", len(res.DamagedVersions))

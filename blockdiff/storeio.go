@@ -99,47 +99,6 @@ func (r *Repository) putVersion(ctx context.Context, v *Version) error {
 	return r.putMeta(ctx, versionKey(v.ID), plain)
 }
 
-// loadDedup brings the set of known objects up to date with the index
-// segments (dedup.go): read once, then merged with new segments, and read
-// again after a cleanup compacted the index.
-func (r *Repository) loadDedup(ctx context.Context) error {
-	return r.refreshDedup(ctx)
-}
-
-// claim reports whether id is new to the repository. For a new ID it returns
-// the flight the caller must land when its upload ends; for an ID whose upload
-// another block started and has not finished, it returns that flight to wait on.
-func (r *Repository) claim(id ID) (bool, *flight) {
-	r.dedupMu.Lock()
-	defer r.dedupMu.Unlock()
-	if _, ok := r.dedup[id]; ok {
-		return false, nil
-	}
-	if f, ok := r.inflight[id]; ok {
-		return false, f
-	}
-	if r.inflight == nil {
-		r.inflight = make(map[ID]*flight)
-	}
-	f := &flight{done: make(chan struct{})}
-	r.inflight[id] = f
-	return true, f
-}
-
-// land ends a flight: on success the ID joins the dedup set; on failure it is
-// forgotten so that a later backup uploads it again.
-func (r *Repository) land(id ID, f *flight, err error) {
-	r.dedupMu.Lock()
-	delete(r.inflight, id)
-	if err == nil {
-		r.dedup[id] = struct{}{}
-		r.addPending(id)
-	}
-	r.dedupMu.Unlock()
-	f.err = err
-	close(f.done)
-}
-
 // writeIndex stores an index segment naming the objects a backup created.
 func (r *Repository) writeIndex(ctx context.Context, entries []indexEntry) error {
 	if len(entries) == 0 {
