@@ -123,6 +123,11 @@ func TestConfigTamperRefused(t *testing.T) {
 		"block size":        func(m map[string]any) { m["block_size"] = 1 << 20 },
 		"version 1":         func(m map[string]any) { m["version"] = 1; delete(m, "mac") },
 		"mac removed":       func(m map[string]any) { delete(m, "mac") },
+		"hash":              func(m map[string]any) { m["hash"] = "sha256" },
+		"compression":       func(m map[string]any) { m["compression"] = "none" },
+		"version 99":        func(m map[string]any) { m["version"] = 99 },
+		"cipher":            func(m map[string]any) { m["encryption"].(map[string]any)["cipher"] = "aes-128-gcm" },
+		"kdf":               func(m map[string]any) { m["encryption"].(map[string]any)["kdf"] = "scrypt" },
 		"mac flipped": func(m map[string]any) {
 			m["mac"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 		},
