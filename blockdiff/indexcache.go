@@ -260,3 +260,17 @@ func (r *Repository) inGenerations(ctx context.Context, id ID) (bool, error) {
 	}
 	return false, nil
 }
+
+// DefaultCacheDir is where cairn's binaries keep the index cache
+// (Options.CacheDir) unless told otherwise: $XDG_CACHE_HOME/cairn, else
+// $HOME/.cache/cairn; "" (no cache) when neither is set. getenv is
+// os.Getenv or a test's stand-in.
+func DefaultCacheDir(getenv func(string) string) string {
+	if d := getenv("XDG_CACHE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "cairn")
+	}
+	if h := getenv("HOME"); filepath.IsAbs(h) {
+		return filepath.Join(h, ".cache", "cairn")
+	}
+	return ""
+}

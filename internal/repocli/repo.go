@@ -1,6 +1,6 @@
 // Package repocli is the repository layer of cairn's binaries, on top of
 // the generic internal/cli: the repository flags (--repo, --password-file,
-// --metrics-file, --no-lock, --lock-ttl, --lock-wait) with their
+// --metrics-file, --no-lock, --lock-ttl, --lock-wait, --cache-dir) with their
 // environment fallbacks, opening a blockdiff repository from them, the
 // exit codes of repository errors, the --metrics-file of CronJob runs, and
 // the commands every repository binary mounts (init, ls, enforce, cleanup,
@@ -48,6 +48,8 @@ func (r *Repo) AddFlags(root *cobra.Command) {
 		"restore and read without the shared repository lock, for credentials that cannot write (a cleanup running meanwhile can make the restore fail; backups always lock)")
 	pf.DurationVar(&r.Options.LockTTL, "lock-ttl", blockdiff.DefaultLockTTL, "repository locks of this process expire unless refreshed within this time")
 	pf.DurationVar(&r.Options.LockWait, "lock-wait", blockdiff.DefaultLockWait, "how long to wait for a conflicting repository lock (backup waits for cleanup and back; 0: fail at once)")
+	pf.StringVar(&r.Options.CacheDir, "cache-dir", "",
+		`local cache of the repository's compacted index, by repository ID (default $CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn or ~/.cache/cairn; "none": no cache)`)
 }
 
 // Setup checks the flags and configures logging once they are parsed.
@@ -60,6 +62,15 @@ func (r *Repo) Setup() error {
 	}
 	if r.Options.LockWait < 0 {
 		return cli.Usagef("--lock-wait %s: want a duration >= 0", r.Options.LockWait)
+	}
+	if r.Options.CacheDir == "" {
+		r.Options.CacheDir = r.IO.Getenv("CAIRN_CACHE_DIR")
+	}
+	switch r.Options.CacheDir {
+	case "":
+		r.Options.CacheDir = blockdiff.DefaultCacheDir(r.IO.Getenv)
+	case "none":
+		r.Options.CacheDir = ""
 	}
 	return checkMetricsFile(r.MetricsFile)
 }
