@@ -49,7 +49,7 @@ echo "test.sh: go test done in $(since "$t")" >&2
 
 # What a build without the Ceph tags tells its user (the rest runs tagged).
 t=$(date +%s)
-go test -count=1 -run 'TestNoCeph' ./cmd/cairn-block/
+go test -count=1 -run 'TestNoCeph' ./cmd/cairn-block/ ./cmd/cairn-kube/
 echo "test.sh: untagged Ceph messages checked in $(since "$t")" >&2
 
 # The fuzzers beyond their seed corpora (which go test just ran), briefly:

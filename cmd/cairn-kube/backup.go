@@ -86,6 +86,9 @@ func (a *app) backupCmd() *cobra.Command {
 			default:
 				return cli.Usagef("--volumes %q: want none, data or snapshot", o.volumes)
 			}
+			if o.volumes == volumesData && !cephBuilt {
+				return errNoCeph
+			}
 			if o.snapshotClass != "" && o.volumes != volumesSnapshot {
 				return cli.Usagef("--snapshot-class needs --volumes snapshot")
 			}

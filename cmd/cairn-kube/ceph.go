@@ -13,6 +13,12 @@ import (
 	_ "github.com/cairn-backup/cairn/objstore/rados" // registers rados:// for --repo
 )
 
+// cephBuilt says whether this build has the ceph tag.
+const cephBuilt = true
+
+// errNoCeph is never returned by a build with the ceph tag.
+var errNoCeph error
+
 // checkSnapshotPrefix is --snapshot-prefix's check.
 func checkSnapshotPrefix(p string) error {
 	if err := rbd.CheckSnapshotPrefix(p); err != nil {
