@@ -4,9 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
+	"iter"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cairn-backup/cairn/objstore"
@@ -25,6 +24,11 @@ type CleanupOptions struct {
 	DryRun bool
 	// LockWait overrides Options.LockWait for the exclusive lock.
 	LockWait time.Duration
+	// TempDir is the local directory of the sorted runs of referenced
+	// objects and of the spilled listing of data/ (about 40 bytes per
+	// reference and 48 per object at most, removed when Cleanup returns);
+	// "" means os.TempDir().
+	TempDir string
 }
 
 // CleanupResult says what Cleanup found and did.
@@ -84,9 +88,9 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 	cutoff := lock.StoreTime().Add(-grace)
 	res := &CleanupResult{DryRun: opts.DryRun}
 
-	// 1. Every reference of every manifest. An unreadable manifest fails
-	// the cleanup: it might reference anything.
-	versions, err := r.listFull(ctx, Filter{})
+	// 1. The headers of every manifest. A damaged one stops the cleanup:
+	// it might reference anything.
+	versions, err := r.List(ctx, Filter{})
 	if err != nil {
 		return nil, err
 	}
@@ -94,122 +98,130 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 		return nil, err
 	}
 	res.Versions = len(versions)
-	refs := map[ID]int64{} // object -> plaintext length
-	validRef := map[ID]bool{}
-	var abandoned []*Version
+	var abandoned []string
 	for _, v := range versions {
-		for _, ref := range v.refs {
-			if !ref.Sparse {
-				refs[ref.ID] = ref.Length
-				if v.Status == StatusValid {
-					validRef[ref.ID] = true
-				}
-			}
-		}
 		if v.Status == StatusIncomplete && v.Created.Before(cutoff) {
-			abandoned = append(abandoned, v)
+			abandoned = append(abandoned, v.ID)
 		}
 	}
-	// 2. The index as it is, and the data objects.
-	// A damaged segment is left out: the index is only a dedup hint, and
-	// what is deleted is decided by the manifests and data/ alone. The
-	// compaction below replaces it.
-	idx, segs, damagedSegs, err := r.readIndex(ctx)
+	// 2. Mark: every reference of every manifest (valid and invalid ones)
+	// into sorted runs on local disk. A manifest whose references turn out
+	// damaged stops the cleanup here, before anything is deleted.
+	sorter := newMarkSorter(opts.TempDir)
+	defer sorter.close()
+	if err := r.markVersions(ctx, versions, sorter, nil); err != nil {
+		if isDamage(err) {
+			return nil, fmt.Errorf("blockdiff: cleanup: a version manifest is damaged (what it references is unknown, so nothing can be deleted safely; "+
+				"remove it (rm) or put back a good copy, then run cleanup again): %w", err)
+		}
+		return nil, err
+	}
+	marks, err := sorter.finish()
 	if err != nil {
 		return nil, err
 	}
-	res.SegmentsBefore = len(segs) + len(damagedSegs)
-	res.DamagedSegments = damagedSegs
-	var del []ID
-	var keep []indexEntry
-	found := map[ID]bool{}
-	for info, err := range r.store.List(ctx, "data/") {
-		if err != nil {
-			return nil, fmt.Errorf("blockdiff: list data: %w", err)
+	// 3. Sweep: the marks, the listing of data/ and the index, all in ID
+	// order, merge-joined. What stays in the index and what goes is
+	// written to temporary files, acted on after the join.
+	scan, err := r.scanIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.SegmentsBefore = scan.Segments + scan.Generations
+	sw, err := newSweepFiles(opts.TempDir)
+	if err != nil {
+		return nil, err
+	}
+	defer sw.close()
+	data, err := r.listData(ctx, opts.TempDir)
+	if err != nil {
+		return nil, err
+	}
+	defer data.close()
+	idxNext, idxStop := iter.Pull2(scan.Entries(ctx))
+	defer idxStop()
+	var indexed, keep int
+	err = joinMarks(data, marks, idxNext, func(j *joinRow) error {
+		if j.inIndex {
+			indexed++
 		}
-		id, ok := parseDataKey(info.Key)
-		if !ok {
-			continue // not ours: never deleted
-		}
-		found[id] = true
-		res.Objects++
-		res.StoredBytes += info.Size
-		length, referenced := refs[id]
-		switch {
-		case referenced:
-			res.Referenced++
-			if validRef[id] { // objects only invalid versions reference stay out of the index
-				keep = append(keep, indexEntry{ID: id, Stored: info.Size, Length: length})
+		if !j.listed {
+			if j.mark.flags&markRef != 0 {
+				res.Missing++
 			}
-		case !info.ModTime.Before(cutoff):
+			return nil
+		}
+		res.Objects++
+		res.StoredBytes += j.obj.size
+		switch {
+		case j.mark.flags&markRef != 0:
+			res.Referenced++
+			if j.mark.flags&markValid != 0 { // objects only invalid versions reference stay out of the index
+				keep++
+				return sw.keep(indexEntry{ID: j.obj.id, Stored: j.obj.size, Length: int64(j.mark.length)})
+			}
+		case !j.obj.modTime().Before(cutoff):
 			res.Young++
-			if e, ok := idx[id]; ok {
-				keep = append(keep, indexEntry{ID: id, Stored: info.Size, Length: e.Length})
+			if j.inIndex {
+				keep++
+				return sw.keep(indexEntry{ID: j.obj.id, Stored: j.obj.size, Length: j.idx.Length})
 			}
 		default:
-			del = append(del, id)
 			res.Deleted++
-			res.DeletedBytes += info.Size
+			res.DeletedBytes += j.obj.size
+			return sw.del(j.obj.id)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	for id := range refs {
-		if !found[id] {
-			res.Missing++
-		}
+	res.DamagedSegments = scan.Damaged
+	data.close()
+	sorter.close()
+	if err := sw.flush(); err != nil {
+		return nil, err
 	}
 	if res.Missing > 0 {
 		r.log.Warn("versions reference missing objects: run scrub", "missing", res.Missing)
 	}
-	res.IndexEntries = len(keep)
+	res.IndexEntries = keep
 	if opts.DryRun {
 		res.SegmentsAfter = res.SegmentsBefore
 		res.Duration = time.Since(start).Seconds()
 		return res, nil
 	}
 
-	// 3. Compact: the new segments first, then the old ones go, so that a
-	// crash leaves extra entries (objects not deleted yet) but never drops
-	// an object that stays. Every segment that lists a deleted object is
-	// replaced, which tells other processes to reload their dedup sets.
-	if len(del) > 0 || len(segs) > 1 || len(keep) != len(idx) || len(damagedSegs) > 0 {
-		slices.SortFunc(keep, func(a, b indexEntry) int { return compareID(a.ID, b.ID) })
+	// 4. Compact: the new index first (a generation, written by
+	// writeCompactedIndex from the sorted survivors), then the old index
+	// objects go, so that a crash leaves extra entries (objects not
+	// deleted yet) but never drops an object that stays. Every index
+	// object that lists a deleted object is replaced, which tells other
+	// processes to reload their dedup sets.
+	if res.Deleted > 0 || res.SegmentsBefore > 1 || keep != indexed || len(scan.Damaged) > 0 || scan.Segments > 0 {
 		if err := lock.Check(); err != nil {
 			return nil, err
 		}
-		if err := r.putSegments(ctx, keep); err != nil {
+		if _, err := r.writeCompactedIndex(ctx, sw.kept(), compactOptions{Check: lock.Check}); err != nil {
 			return nil, err
 		}
-		for _, key := range append(segs, damagedSegs...) {
-			if err := r.store.Delete(ctx, key); err != nil {
-				return nil, fmt.Errorf("blockdiff: delete index segment %s: %w", key, err)
-			}
+		if err := r.deleteIndexKeys(ctx, scan.Keys, lock.Check); err != nil {
+			return nil, err
 		}
-		res.SegmentsAfter = (len(keep) + maxSegmentEntries - 1) / maxSegmentEntries
+		res.SegmentsAfter = 1
 	} else {
 		res.SegmentsAfter = res.SegmentsBefore
 	}
 
-	// 4. Delete the unreferenced objects, while the lock holds.
-	var mu sync.Mutex
-	deleted := 0
-	err = r.parallel(ctx, len(del), func(ctx context.Context, i int) error {
-		if err := lock.Check(); err != nil {
-			return err
-		}
-		if err := r.store.Delete(ctx, dataKey(del[i])); err != nil {
-			return fmt.Errorf("blockdiff: delete %s: %w", dataKey(del[i]), err)
-		}
-		mu.Lock()
-		deleted++
-		mu.Unlock()
-		return nil
-	})
+	// 5. Delete the unreferenced objects, while the lock holds, a batch
+	// at a time from the temporary file.
+	deleted, err := sw.deleteAll(ctx, r, lock.Check)
 	if err != nil {
 		res.Deleted = deleted
 		return res, err
 	}
 
-	// 5. Temporary files of writes that were killed (the file backend's):
+	// 6. Temporary files of writes that were killed (the file backend's):
 	// as old as the grace, and a minute at least, so that no write of a
 	// lock running meanwhile loses its file.
 	tmpCutoff := lock.StoreTime().Add(-max(grace, time.Minute))
@@ -219,9 +231,9 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 		res.TempFilesRemoved = n
 	}
 
-	// 6. Backups that died left incomplete manifests: say so.
-	for _, v := range abandoned {
-		_, err := r.update(ctx, v.ID, func(v *Version) error {
+	// 7. Backups that died left incomplete manifests: say so.
+	for _, id := range abandoned {
+		_, err := r.update(ctx, id, func(v *Version) error {
 			if v.Status != StatusIncomplete {
 				return errAlreadyFinished
 			}
@@ -231,7 +243,7 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 		if err == nil {
 			res.MarkedAbandoned++
 		} else if !errors.Is(err, errAlreadyFinished) && !errors.Is(err, ErrVersionNotFound) {
-			r.log.Warn("could not mark an abandoned version invalid", "version", v.ID, "err", err)
+			r.log.Warn("could not mark an abandoned version invalid", "version", id, "err", err)
 		}
 	}
 	res.Duration = time.Since(start).Seconds()

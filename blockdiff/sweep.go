@@ -1,0 +1,230 @@
+package blockdiff
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"iter"
+	"os"
+	"sync/atomic"
+)
+
+// joinRow is one object of a merge-join of the marks, the listing of data/
+// and the index: every field whose stream holds the ID is set.
+type joinRow struct {
+	id      ID
+	listed  bool // data/ holds the object
+	obj     dataObj
+	mark    markRec // zero flags: no manifest references it
+	inIndex bool
+	idx     indexEntry
+}
+
+// dataSource is a pull iterator over data objects in ID order.
+type dataSource interface {
+	next() (dataObj, bool, error)
+}
+
+// joinMarks merge-joins three streams in ID order and calls fn once per ID
+// found in any of them; idx may be nil (no index).
+func joinMarks(data dataSource, marks markSource, idx func() (indexEntry, error, bool), fn func(*joinRow) error) error {
+	var (
+		d        dataObj
+		m        markRec
+		e        indexEntry
+		dOK, mOK bool
+		eOK      bool
+		err      error
+	)
+	if d, dOK, err = data.next(); err != nil {
+		return err
+	}
+	if m, mOK, err = marks.next(); err != nil {
+		return err
+	}
+	nextIdx := func() error {
+		if idx == nil {
+			eOK = false
+			return nil
+		}
+		prev, had := e.ID, eOK
+		var ierr error
+		e, ierr, eOK = idx()
+		if ierr != nil {
+			return ierr
+		}
+		if eOK && had && compareID(e.ID, prev) <= 0 {
+			return fmt.Errorf("blockdiff: index entries out of order (%s after %s)", e.ID, prev)
+		}
+		return nil
+	}
+	if err := nextIdx(); err != nil {
+		return err
+	}
+	var row joinRow
+	for dOK || mOK || eOK {
+		var id ID
+		first := true
+		for _, c := range []struct {
+			ok bool
+			id *ID
+		}{{dOK, &d.id}, {mOK, &m.id}, {eOK, &e.ID}} {
+			if c.ok && (first || compareID(*c.id, id) < 0) {
+				id, first = *c.id, false
+			}
+		}
+		row = joinRow{id: id}
+		if dOK && d.id == id {
+			row.listed, row.obj = true, d
+			if d, dOK, err = data.next(); err != nil {
+				return err
+			}
+		}
+		if mOK && m.id == id {
+			row.mark = m
+			if m, mOK, err = marks.next(); err != nil {
+				return err
+			}
+		}
+		if eOK && e.ID == id {
+			row.inIndex, row.idx = true, e
+			if err := nextIdx(); err != nil {
+				return err
+			}
+		}
+		if err := fn(&row); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sweepFiles are a cleanup's decisions, spilled to local temporary files
+// during the join and acted on after it: the entries of the new index, in
+// ID order, and the objects to delete.
+type sweepFiles struct {
+	dir         string
+	keepF, delF *os.File
+	keepW, delW *bufio.Writer
+	nDel        int
+}
+
+const keepRecSize = 32 + 8 + 8
+
+func newSweepFiles(tmp string) (*sweepFiles, error) {
+	d, err := os.MkdirTemp(tmp, "cairn-sweep-")
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: temporary directory for cleanup: %w", err)
+	}
+	s := &sweepFiles{dir: d}
+	if s.keepF, err = os.Create(d + "/keep"); err == nil {
+		s.delF, err = os.Create(d + "/delete")
+	}
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("blockdiff: temporary file for cleanup: %w", err)
+	}
+	s.keepW, s.delW = bufio.NewWriterSize(s.keepF, 64<<10), bufio.NewWriterSize(s.delF, 64<<10)
+	return s, nil
+}
+
+func (s *sweepFiles) keep(e indexEntry) error {
+	var b [keepRecSize]byte
+	copy(b[:32], e.ID[:])
+	binary.BigEndian.PutUint64(b[32:], uint64(e.Stored))
+	binary.BigEndian.PutUint64(b[40:], uint64(e.Length))
+	if _, err := s.keepW.Write(b[:]); err != nil {
+		return fmt.Errorf("blockdiff: write temporary file: %w", err)
+	}
+	return nil
+}
+
+func (s *sweepFiles) del(id ID) error {
+	s.nDel++
+	if _, err := s.delW.Write(id[:]); err != nil {
+		return fmt.Errorf("blockdiff: write temporary file: %w", err)
+	}
+	return nil
+}
+
+func (s *sweepFiles) flush() error {
+	if err := s.keepW.Flush(); err != nil {
+		return fmt.Errorf("blockdiff: write temporary file: %w", err)
+	}
+	if err := s.delW.Flush(); err != nil {
+		return fmt.Errorf("blockdiff: write temporary file: %w", err)
+	}
+	return nil
+}
+
+// kept iterates the entries of the new index, in ID order.
+func (s *sweepFiles) kept() iter.Seq2[indexEntry, error] {
+	return func(yield func(indexEntry, error) bool) {
+		if _, err := s.keepF.Seek(0, io.SeekStart); err != nil {
+			yield(indexEntry{}, fmt.Errorf("blockdiff: read temporary file: %w", err))
+			return
+		}
+		r := bufio.NewReaderSize(s.keepF, 64<<10)
+		var b [keepRecSize]byte
+		for {
+			if _, err := io.ReadFull(r, b[:]); err != nil {
+				if err != io.EOF {
+					yield(indexEntry{}, fmt.Errorf("blockdiff: read temporary file: %w", err))
+				}
+				return
+			}
+			var e indexEntry
+			copy(e.ID[:], b[:32])
+			e.Stored = int64(binary.BigEndian.Uint64(b[32:]))
+			e.Length = int64(binary.BigEndian.Uint64(b[40:]))
+			if !yield(e, nil) {
+				return
+			}
+		}
+	}
+}
+
+// deleteAll deletes the objects of the delete file, a batch at a time,
+// Transfers at once, each after check; it returns how many it deleted.
+func (s *sweepFiles) deleteAll(ctx context.Context, r *Repository, check func() error) (int, error) {
+	if _, err := s.delF.Seek(0, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("blockdiff: read temporary file: %w", err)
+	}
+	rd := bufio.NewReaderSize(s.delF, 64<<10)
+	var deleted atomic.Int64
+	batch := make([]ID, 0, 16<<10)
+	for left := s.nDel; left > 0; {
+		batch = batch[:min(left, cap(batch))]
+		for i := range batch {
+			if _, err := io.ReadFull(rd, batch[i][:]); err != nil {
+				return int(deleted.Load()), fmt.Errorf("blockdiff: read temporary file: %w", err)
+			}
+		}
+		left -= len(batch)
+		err := r.parallel(ctx, len(batch), func(ctx context.Context, i int) error {
+			if err := check(); err != nil {
+				return err
+			}
+			if err := r.store.Delete(ctx, dataKey(batch[i])); err != nil {
+				return fmt.Errorf("blockdiff: delete %s: %w", dataKey(batch[i]), err)
+			}
+			deleted.Add(1)
+			return nil
+		})
+		if err != nil {
+			return int(deleted.Load()), err
+		}
+	}
+	return int(deleted.Load()), nil
+}
+
+func (s *sweepFiles) close() {
+	for _, f := range []*os.File{s.keepF, s.delF} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	_ = os.RemoveAll(s.dir)
+}
