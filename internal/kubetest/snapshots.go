@@ -122,10 +122,14 @@ func (e *Env) SnapshotClass(t testing.TB, name, driver string) {
 // the test server handles: each new VolumeSnapshot whose PVC is not in
 // never gets a VolumeSnapshotContent (deletion policy Delete, handle
 // "snap-NAMESPACE-NAME") and both become readyToUse; those of a PVC in never
-// get status.error instead. It runs until ctx ends.
+// get status.error instead. It runs until ctx ends or the test does.
 func (e *Env) SnapshotController(ctx context.Context, t testing.TB, ns, driver string, never map[string]bool) {
 	dyn := e.Dynamic(t)
+	ctx, cancel := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-stopped }) // no t.Logf after the test
 	go func() {
+		defer close(stopped)
 		done := map[string]bool{}
 		for ctx.Err() == nil {
 			l, err := dyn.Resource(GVRVolumeSnapshots).Namespace(ns).List(ctx, metav1.ListOptions{})
