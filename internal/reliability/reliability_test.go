@@ -3,7 +3,8 @@
 // server (radosgw of scripts/testenv) through a fault proxy that fails about
 // 10% of the requests, and is SIGKILLed at random points over many rounds.
 // Afterwards every valid version must restore byte for byte and a deep scrub
-// must pass.
+// must pass. TestKilledFileRepository does the same on a file repository
+// (no server, no proxy).
 //
 //	go test ./internal/reliability/                 # 12 rounds, under a minute
 //	go test ./internal/reliability/ -rounds 50 -v   # longer
@@ -257,6 +258,39 @@ func TestKilledUnderFaults(t *testing.T) {
 	}
 
 	verify(t, directURL, s)
+}
+
+// TestKilledFileRepository is the suite on a file repository (no proxy:
+// the store is the local file system): SIGKILLs at random moments leave at
+// worst temporary files of the fs backend, which no reader sees, and every
+// valid version restores.
+func TestKilledFileRepository(t *testing.T) {
+	n := max(*rounds/2, 6)
+	if testing.Short() {
+		n = 2
+	}
+	dir := t.TempDir()
+	repoURL := "file://" + filepath.Join(dir, "repo")
+	s := &suite{t: t, bin: buildBinary(t), dir: t.TempDir(), exits: map[string]int{}, done: map[int][]string{}, env: []string{
+		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "CAIRN_REPO=" + repoURL, "CAIRN_PASSWORD=" + password,
+	}}
+	s.flags = []string{"--lock-ttl", "8s", "--lock-wait", "60s", "--log-level", "warn"}
+	s.must("init", "--encrypt", "--block-size", "64K")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 20))
+	start := time.Now()
+	for i := range n {
+		s.round(i, rng, 0.6)
+	}
+	tmp := 0
+	_ = filepath.WalkDir(filepath.Join(dir, "repo"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), ".cairn-tmp-") {
+			tmp++
+		}
+		return nil
+	})
+	t.Logf("%d rounds in %s: %d SIGKILLs; %d temporary files of killed writes left; outcomes %v",
+		n, time.Since(start).Round(time.Second), s.kills, tmp, s.exits)
+	verify(t, repoURL, s)
 }
 
 // verify opens the repository without faults: every valid version restores
