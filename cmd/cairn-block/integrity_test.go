@@ -168,3 +168,21 @@ func TestCLIHintsFromSilentFIFOEndOnSignal(t *testing.T) {
 		cancel()
 	}
 }
+
+// TestCLIPassphraseWithoutEncryption: init with a passphrase but without
+// --encrypt is a usage error, and a passphrase on an unencrypted repository
+// is refused, saying it may have been tampered with (issue 19, case 1).
+func TestCLIPassphraseWithoutEncryption(t *testing.T) {
+	c := newCLI(t)
+	c.env["CAIRN_PASSWORD"] = "pw"
+	if code, _, errs := c.run("", "init"); code != 2 || !strings.Contains(errs, "--encrypt") {
+		t.Fatalf("init with a passphrase, no --encrypt: exit %d\n%s", code, errs)
+	}
+	delete(c.env, "CAIRN_PASSWORD")
+	c.ok("init", "--block-size", "64K")
+	src, _ := image(t, 128<<10, 6)
+	c.env["CAIRN_PASSWORD"] = "pw"
+	if code, _, errs := c.run("", "backup", src, "vol"); code == 0 || !strings.Contains(errs, "tampered with") {
+		t.Fatalf("backup with a passphrase into an unencrypted repository: exit %d\n%s", code, errs)
+	}
+}

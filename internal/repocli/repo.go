@@ -198,6 +198,10 @@ func (r *Repo) Init(ctx context.Context, ic blockdiff.InitConfig, createBucket b
 	if ic.Encrypt && len(pass) == 0 {
 		return cli.Usagef("--encrypt needs a passphrase: set CAIRN_PASSWORD or use --password-file")
 	}
+	if !ic.Encrypt && len(pass) > 0 {
+		return cli.Usagef("a passphrase is set (CAIRN_PASSWORD or --password-file) but not --encrypt: " +
+			"add --encrypt, or unset it for an unencrypted repository (a client with a passphrase never writes plaintext)")
+	}
 	if b, ok := s.(objstore.Bucketer); ok {
 		if err := b.EnsureBucket(ctx, createBucket); err != nil {
 			return err
