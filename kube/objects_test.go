@@ -7,7 +7,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -225,4 +227,86 @@ func TestExportRestoreRealServer(t *testing.T) {
 			t.Errorf("--include-kinds configmaps: %+v", o)
 		}
 	}
+}
+
+// TestRestoreCreatesCRD: into a cluster that lacks a custom resource's CRD,
+// restore creates the CRD first, waits until it is served, then the custom
+// resource.
+func TestRestoreCreatesCRD(t *testing.T) {
+	env := kubetest.New(t)
+	ctx := context.Background()
+	sfx := kubetest.Suffix()
+	group := "g" + sfx + ".cairn-test.io"
+	crdName := "gadgets." + group
+	crd := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+		"metadata": map[string]any{"name": crdName},
+		"spec": map[string]any{"group": group, "scope": "Namespaced",
+			"names": map[string]any{"plural": "gadgets", "singular": "gadget", "kind": "Gadget", "listKind": "GadgetList"},
+			"versions": []any{map[string]any{"name": "v1", "served": true, "storage": true,
+				"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}}}
+	dyn := env.Dynamic(t)
+	crds := dyn.Resource(kubetest.GVRCRDs)
+	if _, err := crds.Create(ctx, crd, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env.WaitCRDs(t, crdName)
+	gvr := schema.GroupVersionResource{Group: group, Version: "v1", Resource: "gadgets"}
+	ns := env.Namespace(t, "crd-"+sfx)
+	g := &unstructured.Unstructured{Object: map[string]any{"apiVersion": group + "/v1", "kind": "Gadget",
+		"metadata": map[string]any{"name": "one", "namespace": ns}, "spec": map[string]any{"knobs": int64(11)}}}
+	var err error
+	for i := 0; i < 100; i++ { // served once discovery caught up
+		if _, err = dyn.Resource(gvr).Namespace(ns).Create(ctx, g, metav1.CreateOptions{}); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kube.New(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := c.Export(ctx, kube.ExportOptions{Namespace: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Count("CustomResourceDefinition") != 1 || ex.Count("Gadget") != 1 {
+		t.Fatalf("export: %d CRDs, %d Gadgets", ex.Count("CustomResourceDefinition"), ex.Count("Gadget"))
+	}
+	// lose the namespace and the CRD
+	env.DeleteNamespace(t, ns, gvr)
+	if err := crds.Delete(ctx, crdName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		if _, err := crds.Get(ctx, crdName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			break
+		}
+		if i > 300 {
+			t.Fatal("the CRD is not deleted")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	outs, err := c.Restore(ctx, ex.Objects, kube.RestoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, o := range outs {
+		got[o.Kind] = o.Action + " " + o.Error
+	}
+	if got["CustomResourceDefinition"] != "created " || got["Gadget"] != "created " {
+		t.Fatalf("outcomes %v", got)
+	}
+	back, err := dyn.Resource(gvr).Namespace(ns).Get(ctx, "one", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := unstructured.NestedInt64(back.Object, "spec", "knobs"); n != 11 {
+		t.Errorf("restored gadget: %v", back.Object)
+	}
+	_ = crds.Delete(ctx, crdName, metav1.DeleteOptions{})
 }
