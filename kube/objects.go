@@ -250,7 +250,7 @@ func (c *Client) Export(ctx context.Context, opts ExportOptions) (*Export, error
 				continue
 			}
 			if opts.SkipSecrets && gr == (schema.GroupResource{Resource: "secrets"}) {
-				ex.Warnings = append(ex.Warnings, "Secrets left out (--allow-unencrypted-secrets is not set and the repository is not encrypted)")
+				ex.Warnings = append(ex.Warnings, "Secrets of namespace "+ns+" left out, unread")
 				continue
 			}
 			names := kindNames{group: gv.Group, kind: r.Kind, resource: r.Name, singular: r.SingularName, short: r.ShortNames}
