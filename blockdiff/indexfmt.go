@@ -827,3 +827,76 @@ func (r *Repository) upgradeFormat(ctx context.Context, v int) error {
 	r.log.Info("config upgraded", "format_version", v, "id", cfg.ID)
 	return nil
 }
+
+// dropFromGenerations rewrites, without them, every compacted generation
+// that lists one of the bad objects (a scrub's index repair, FORMAT.md
+// "Scrub status"): the generation is read in order, written again without
+// the bad entries (a new generation), then its directory and packs are
+// deleted. Uncompacted segments are not touched (the caller rewrites those,
+// as before format 3). The caller holds the exclusive lock; check, when
+// set, is its Check, called before each write and deletion. It returns the
+// number of generations rewritten.
+func (r *Repository) dropFromGenerations(ctx context.Context, bad []ID, check func() error) (int, error) {
+	if len(bad) == 0 {
+		return 0, nil
+	}
+	s, err := r.scanIndex(ctx)
+	if err != nil {
+		return 0, err
+	}
+	isBad := make(map[ID]bool, len(bad))
+	for _, id := range bad {
+		isBad[id] = true
+	}
+	rewritten := 0
+	for _, gen := range s.dirs {
+		g, err := r.readDir(ctx, gen)
+		if isDamage(err) || errors.Is(err, objstore.ErrNotExist) {
+			continue // absent for readers already; the next compaction deletes it
+		}
+		if err != nil {
+			return rewritten, err
+		}
+		hit := false
+		for _, id := range bad {
+			i, maybe := g.locate(id)
+			if !maybe {
+				continue
+			}
+			ids, err := r.frameIDs(ctx, g, i)
+			if err != nil && !isDamage(err) && !errors.Is(err, objstore.ErrNotExist) {
+				return rewritten, err
+			}
+			if _, found := slices.BinarySearchFunc(ids, id, compareID); found {
+				hit = true
+				break
+			}
+		}
+		if !hit {
+			continue
+		}
+		one := &indexScan{r: r}
+		kept := func(yield func(indexEntry, error) bool) {
+			for e, err := range one.genEntries(ctx, g) {
+				if err == nil && isBad[e.ID] {
+					continue
+				}
+				if !yield(e, err) || err != nil {
+					return
+				}
+			}
+		}
+		if _, err := r.writeCompactedIndex(ctx, kept, compactOptions{Check: check}); err != nil {
+			return rewritten, err
+		}
+		old := []string{g.key}
+		for _, p := range g.packs {
+			old = append(old, p.key)
+		}
+		if err := r.deleteIndexKeys(ctx, old, check); err != nil {
+			return rewritten, err
+		}
+		rewritten++
+	}
+	return rewritten, nil
+}
