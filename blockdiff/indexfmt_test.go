@@ -390,38 +390,3 @@ func FuzzOpenFrame(f *testing.F) {
 		}
 	})
 }
-
-// TestDropFromGenerations: a generation listing a bad object is replaced by
-// one without it; one that does not is left alone.
-func TestDropFromGenerations(t *testing.T) {
-	ctx := context.Background()
-	s := openStore(t, "mem")
-	r := newRepo(t, s, "")
-	a := sortedEntries(11, 6000)
-	if _, err := r.writeCompactedIndex(ctx, seqOf(a[:3000]), compactOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.writeCompactedIndex(ctx, seqOf(a[3000:]), compactOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	before, _ := r.scanIndex(ctx)
-	n, err := r.dropFromGenerations(ctx, []ID{a[4000].ID, a[4001].ID, {0xff, 1}}, nil)
-	if err != nil || n != 1 {
-		t.Fatalf("rewrote %d: %v", n, err)
-	}
-	after, _ := r.scanIndex(ctx)
-	got := collect(t, after)
-	want := slices.Concat(a[:4000], a[4002:])
-	if !slices.Equal(got, want) || after.Generations != 2 {
-		t.Fatalf("%d entries in %d generations, want %d in 2", len(got), after.Generations, len(want))
-	}
-	common := 0
-	for _, g := range before.dirs {
-		if slices.Contains(after.dirs, g) {
-			common++
-		}
-	}
-	if common != 1 {
-		t.Fatalf("%d generations kept, want the untouched one", common)
-	}
-}
