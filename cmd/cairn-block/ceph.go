@@ -18,9 +18,7 @@ import (
 	_ "github.com/cairn-backup/cairn/objstore/rados" // registers rados:// for --repo
 )
 
-func (c *cephFlags) connect() (*rbd.Conn, error) {
-	return rbd.Connect(rbd.ConnConfig{Conf: c.conf, User: c.id, Keyring: c.keyring, Timeout: c.timeout})
-}
+func (c *cephFlags) connect() (*rbd.Conn, error) { return c.Connect() }
 
 // backupRBD is `backup rbd://... VOLUME`.
 func (a *app) backupRBD(cmd *cobra.Command, cf *cephFlags, source, volume string) error {

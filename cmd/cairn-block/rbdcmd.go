@@ -3,28 +3,21 @@ package main
 import (
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cairn-backup/cairn/internal/cli"
+	"github.com/cairn-backup/cairn/internal/kubeblock"
 	"github.com/cairn-backup/cairn/internal/repocli"
 )
 
-// cephFlags are the connection flags of the commands that talk to Ceph; the
-// standard environment (CEPH_CONF, CEPH_ARGS) applies when they are unset.
-type cephFlags struct {
-	conf, id, keyring string
-	timeout           time.Duration
-}
+// cephFlags are the connection flags of the commands that talk to Ceph
+// (--ceph-conf, --ceph-id, --ceph-keyring, --ceph-timeout), the same as
+// cairn-kube's; the standard environment (CEPH_CONF, CEPH_ARGS) applies when
+// they are unset.
+type cephFlags struct{ kubeblock.CephFlags }
 
-func (c *cephFlags) register(cmd *cobra.Command) {
-	f := cmd.Flags()
-	f.StringVar(&c.conf, "ceph-conf", "", "ceph.conf for rbd:// (default $CEPH_CONF, else /etc/ceph/ceph.conf)")
-	f.StringVar(&c.id, "ceph-id", "", "Ceph client ID for rbd://, without \"client.\" (default from $CEPH_ARGS, else admin)")
-	f.StringVar(&c.keyring, "ceph-keyring", "", "keyring file for rbd:// (default: the one ceph.conf names)")
-	f.DurationVar(&c.timeout, "ceph-timeout", 60*time.Second, "timeout to connect to the Ceph cluster and of each operation")
-}
+func (c *cephFlags) register(cmd *cobra.Command) { c.Register(cmd) }
 
 // addCephCommands teaches backup and restore rbd:// URLs and adds
 // backup-all. In a build without the ceph tag they explain how to rebuild.
