@@ -187,7 +187,8 @@ func CleanObject(o *unstructured.Unstructured) {
 
 // Export reads every namespaced object of opts.Namespace that the server
 // lists (discovery plus the dynamic client: custom resources included, the
-// preferred version of each resource) but events, and the cluster-scoped
+// preferred version of each resource) but events and resources that cannot
+// be created (computed ones, such as metrics), and the cluster-scoped
 // objects the namespace depends on: the namespace itself, the PVs bound to
 // its PVCs, the StorageClasses they name, the VolumeSnapshotClasses and
 // VolumeSnapshotContents of its VolumeSnapshots, and the
@@ -246,7 +247,9 @@ func (c *Client) Export(ctx context.Context, opts ExportOptions) (*Export, error
 		}
 		for _, r := range list.APIResources {
 			gr := schema.GroupResource{Group: gv.Group, Resource: r.Name}
-			if strings.Contains(r.Name, "/") || !slices.Contains(r.Verbs, "list") || backupExcluded[gr] {
+			// a resource that cannot be created cannot be restored either
+			// (metrics.k8s.io's PodMetrics, computed on each read)
+			if strings.Contains(r.Name, "/") || !slices.Contains(r.Verbs, "list") || !slices.Contains(r.Verbs, "create") || backupExcluded[gr] {
 				continue
 			}
 			if opts.SkipSecrets && gr == (schema.GroupResource{Resource: "secrets"}) {
