@@ -299,8 +299,8 @@ func (r *Repository) openFrame(g *genDir, i int, body []byte) ([]indexEntry, err
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", key, err)
 	}
-	if len(entries) != int(f.count) || entries[0].ID != f.first {
-		return nil, fmt.Errorf("%s: %d entries from %s, the directory says %d from %s: %w", key, len(entries), entries[0].ID, f.count, f.first, ErrCorrupt)
+	if len(entries) != int(f.count) || len(entries) == 0 || entries[0].ID != f.first {
+		return nil, fmt.Errorf("%s: %d entries, the directory says %d from %s: %w", key, len(entries), f.count, f.first, ErrCorrupt)
 	}
 	for j := 1; j < len(entries); j++ {
 		if compareID(entries[j-1].ID, entries[j].ID) >= 0 {

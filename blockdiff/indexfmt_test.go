@@ -378,6 +378,7 @@ func FuzzOpenFrame(f *testing.F) {
 	good := c.seal(nil, frameAADKey(packKey(gen, 0), 0), encodeIndex(es), false)
 	f.Add(good)
 	f.Add(good[:len(good)/2])
+	f.Add(c.seal(nil, frameAADKey(packKey(gen, 0), 0), encodeIndex(nil), false)) // a valid frame of no entry
 	f.Fuzz(func(t *testing.T, b []byte) {
 		g := &genDir{gen: gen, packs: []packInfo{{key: packKey(gen, 0), frames: 1}},
 			frames: []frameInfo{{first: es[0].ID, size: int64(len(b)), count: 5}}}
