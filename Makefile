@@ -1,5 +1,5 @@
 # The single entry points; see README.md.
-.PHONY: test lint unit demo tools
+.PHONY: test lint unit demo tools bench-tools
 
 # Everything CI runs: install what is missing, lint, start the real servers,
 # run unit and integration tests, stop the servers.
@@ -21,3 +21,7 @@ demo:
 
 tools:
 	bash scripts/tools.sh
+
+# The peers the benchmarks in bench/ compare with (restic, GNU time).
+bench-tools:
+	bash scripts/bench-tools.sh
