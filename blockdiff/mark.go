@@ -67,11 +67,12 @@ type markSorter struct {
 	dir     string // parent of the run directory; "" for os.TempDir()
 	runSize int
 
-	mu     sync.Mutex
-	buf    []markRec
-	runDir string
-	runs   []string
-	added  int64 // records added
+	mu      sync.Mutex
+	buf     []markRec
+	runDir  string
+	runs    []string
+	readers []*runReader // open run files, closed by close
+	added   int64        // records added
 }
 
 func newMarkSorter(dir string) *markSorter {
@@ -85,7 +86,11 @@ func (s *markSorter) add(recs []markRec) error {
 	s.added += int64(len(recs))
 	for len(recs) > 0 {
 		if s.buf == nil {
+			// Grown by doubling up to a run: whole once the first run spills.
 			s.buf = make([]markRec, 0, min(s.runSize, 1<<16))
+		}
+		if len(s.buf) == cap(s.buf) && cap(s.buf) < s.runSize {
+			s.buf = slices.Grow(s.buf, min(2*cap(s.buf), s.runSize)-len(s.buf))
 		}
 		n := min(len(recs), s.runSize-len(s.buf))
 		s.buf = append(s.buf, recs[:n]...)
@@ -171,8 +176,19 @@ func writeRun(name string, recs func(yield func(markRec) bool)) error {
 	return nil
 }
 
-// close removes the sorter's temporary files.
+// closeReaders closes the open run files.
+func (s *markSorter) closeReaders() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, rr := range s.readers {
+		rr.f.Close()
+	}
+	s.readers = nil
+}
+
+// close closes and removes the sorter's temporary files.
 func (s *markSorter) close() {
+	s.closeReaders()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.runDir != "" {
@@ -350,7 +366,8 @@ func (s *markSorter) finish() (markSource, error) {
 		if err != nil {
 			return nil, err
 		}
-		srcs = append(srcs, rr) // closed with the directory by close
+		srcs = append(srcs, rr)
+		s.readers = append(s.readers, rr) // closed by close
 	}
 	return newMerge(srcs)
 }
@@ -358,10 +375,18 @@ func (s *markSorter) finish() (markSource, error) {
 // markVersions streams the references of versions into s (in parallel,
 // Transfers manifests at a time, one frame of each in memory): every
 // non-sparse reference with markRef, and markValid for valid versions.
-// extra, when set, may add flags per version (scrub's selection). A
-// manifest removed meanwhile is skipped; a damaged one fails with its error
-// (wrapping ErrCorrupt or ErrUnsupportedFormat).
+// extra, when set, may add flags per version. A manifest removed meanwhile
+// is skipped; a damaged one fails with its error (wrapping ErrCorrupt or
+// ErrUnsupportedFormat).
 func (r *Repository) markVersions(ctx context.Context, versions []*Version, s *markSorter, extra func(v *Version) uint8) error {
+	return r.markVersionsFunc(ctx, versions, s, extra, nil)
+}
+
+// markVersionsFunc is markVersions that, with onDamage set, reports a
+// damaged manifest to it (from several goroutines) and goes on. The
+// references of a framed manifest read before its damage was found stay
+// marked.
+func (r *Repository) markVersionsFunc(ctx context.Context, versions []*Version, s *markSorter, extra func(v *Version) uint8, onDamage func(v *Version, err error)) error {
 	return r.parallel(ctx, len(versions), func(ctx context.Context, i int) error {
 		v := versions[i]
 		flags := markRef
@@ -388,9 +413,61 @@ func (r *Repository) markVersions(ctx context.Context, versions []*Version, s *m
 		if errors.Is(err, ErrVersionNotFound) {
 			return nil // removed meanwhile: what it referenced may stay marked, which keeps more
 		}
+		if onDamage != nil && isDamage(err) {
+			onDamage(v, err)
+			return s.add(batch)
+		}
 		if err != nil {
 			return err
 		}
 		return s.add(batch)
 	})
+}
+
+// materialize finishes the sorter into one sorted, unique sequence that can
+// be read more than once (a slice when nothing was spilled, else one more
+// run file) and returns how to open it and its length.
+func (s *markSorter) materialize() (open func() (markSource, error), n int64, err error) {
+	src, err := s.finish()
+	if err != nil {
+		return nil, 0, err
+	}
+	if ss, ok := src.(*sliceSource); ok {
+		all := ss.s
+		return func() (markSource, error) { return &sliceSource{s: all}, nil }, int64(len(all)), nil
+	}
+	s.mu.Lock()
+	name, err := s.newRun()
+	s.mu.Unlock()
+	if err != nil {
+		return nil, 0, err
+	}
+	var merr error
+	err = writeRun(name, func(yield func(markRec) bool) {
+		for {
+			rec, ok, err := src.next()
+			if err != nil {
+				merr = err
+				return
+			}
+			if !ok || !yield(rec) {
+				return
+			}
+			n++
+		}
+	})
+	if err = errors.Join(err, merr); err != nil {
+		return nil, 0, err
+	}
+	s.closeReaders()
+	return func() (markSource, error) {
+		rr, err := openRun(name)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.readers = append(s.readers, rr)
+		s.mu.Unlock()
+		return rr, nil
+	}, n, nil
 }

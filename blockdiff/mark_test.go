@@ -30,7 +30,7 @@ func TestMarkSorter(t *testing.T) {
 		for range rng.IntN(200) {
 			m := markRec{length: uint32(rng.IntN(1000) + 1), flags: uint8(1 << rng.IntN(3))}
 			m.id[0], m.id[1] = byte(rng.IntN(256)), byte(rng.IntN(8)) // many duplicates
-			m.length = uint32(m.id[0]) + 1                             // a function of the ID, as with real objects
+			m.length = uint32(m.id[0]) + 1                            // a function of the ID, as with real objects
 			batch = append(batch, m)
 			w := want[m.id]
 			w.id = m.id
@@ -187,5 +187,52 @@ func TestCleanupSpilled(t *testing.T) {
 	}
 	if again.Deleted != 0 || again.Missing != 0 || again.IndexEntries != res.IndexEntries {
 		t.Fatalf("second cleanup %+v after %+v", again, res)
+	}
+}
+
+// TestScrubSpilled: a light scrub of objects marked in spilled runs and
+// joined with the listing finds a missing and a truncated object, marks
+// the versions that reference them, and a sampled scrub checks exactly its
+// share.
+func TestScrubSpilled(t *testing.T) {
+	smallRuns(t, 4, 2, 3)
+	old := scrubListThreshold
+	scrubListThreshold = 2
+	t.Cleanup(func() { scrubListThreshold = old })
+	ctx := context.Background()
+	s := openStore(t, "file")
+	r := newRepo(t, s, "")
+	pool := blockPool(9, 20)
+	var vs []*Version
+	for i := range 5 {
+		vs = append(vs, backupBytes(t, r, "vol", blocksImage(pool, i, i+1, i+2, i+3), BackupOptions{}))
+	}
+	rep, err := r.Scrub(ctx, ScrubOptions{All: true, TempDir: t.TempDir()})
+	if err != nil || !rep.OK() || rep.ObjectsChecked != 8 {
+		t.Fatalf("clean scrub: %+v, %v", rep, err)
+	}
+	rep, err = r.Scrub(ctx, ScrubOptions{All: true, Percent: 50, TempDir: t.TempDir()})
+	if err != nil || !rep.OK() || rep.ObjectsChecked != 4 {
+		t.Fatalf("sampled scrub: %+v, %v", rep, err)
+	}
+	full, err := r.Version(ctx, vs[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing, short := full.refs[0].ID, full.refs[3].ID // in vs[0] only; in vs[0..3]
+	if err := s.Delete(ctx, dataKey(missing)); err != nil {
+		t.Fatal(err)
+	}
+	b := getObject(t, s, dataKey(short))
+	putObject(t, s, dataKey(short), b[:len(b)-1])
+	rep, err = r.Scrub(ctx, ScrubOptions{All: true, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(rep.Marked)
+	want := []string{vs[0].ID, vs[1].ID, vs[2].ID, vs[3].ID}
+	slices.Sort(want)
+	if !slices.Equal(rep.Marked, want) || len(rep.Failures) != 5 || !rep.IndexRepaired {
+		t.Fatalf("scrub of damage: marked %v (want %v), %d failures, index repaired %v", rep.Marked, want, len(rep.Failures), rep.IndexRepaired)
 	}
 }

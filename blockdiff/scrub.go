@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"iter"
 	mrand "math/rand/v2"
 	"slices"
 	"strings"
@@ -57,6 +58,9 @@ type ScrubOptions struct {
 	// Progress, when set, is called (from several goroutines) with the
 	// objects checked so far and their number.
 	Progress func(done, total int64)
+	// TempDir is the local directory of the sorted runs of referenced
+	// objects (CleanupOptions.TempDir); "" means os.TempDir().
+	TempDir string
 }
 
 // ScrubFailure is a damaged block of one version in a ScrubReport.
@@ -103,13 +107,6 @@ func (s *ScrubReport) OK() bool {
 		len(s.DamagedVersions) == 0 && len(s.DamagedSegments) == 0
 }
 
-// objLoc is where a version references an object.
-type objLoc struct {
-	v      int // index into the scrubbed versions
-	off    int64
-	length int64
-}
-
 // Scrub checks the objects that versions reference (every one exists with
 // the expected size; with Deep, every one decodes and hashes to its ID). A
 // version referencing a missing or corrupt object is marked invalid, and so
@@ -144,34 +141,47 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubReport
 	}
 	rep := &ScrubReport{Deep: opts.Deep, Percent: opts.Percent, VersionPercent: opts.VersionPercent, VersionsChecked: len(vs), Failures: []ScrubFailure{},
 		Marked: []string{}, Invalid: []string{}, DamagedVersions: damagedVersions, DamagedSegments: []string{}}
-	idx, _, damagedSegs, err := r.readIndex(ctx)
+	// Mark the objects the versions reference, in sorted runs on local
+	// disk (mark.go), then check them in ID order against the index and,
+	// for a light scrub of many objects, the listing of data/.
+	sorter := newMarkSorter(opts.TempDir)
+	defer sorter.close()
+	var dmu sync.Mutex
+	err = r.markVersionsFunc(ctx, vs, sorter, nil, func(v *Version, err error) {
+		dmu.Lock()
+		defer dmu.Unlock()
+		rep.DamagedVersions = append(rep.DamagedVersions, v.ID)
+		r.log.Error("damaged version manifest", "version", v.ID, "err", err)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("blockdiff: %s: %w", op, err)
 	}
-	if len(damagedSegs) > 0 {
-		rep.DamagedSegments = damagedSegs
-		r.log.Error("damaged index segments (backups treat them as absent; run cleanup or repair index)", "segments", damagedSegs)
-	}
-	locs := map[ID][]objLoc{}
-	var ids []ID
-	for vi, v := range vs {
-		var off int64
-		for _, ref := range v.refs {
-			if !ref.Sparse {
-				if _, seen := locs[ref.ID]; !seen {
-					ids = append(ids, ref.ID)
-				}
-				locs[ref.ID] = append(locs[ref.ID], objLoc{vi, off, ref.Length})
-			}
-			off += ref.Length
-		}
-	}
-	ids = sample(ids, opts.Percent)
-	bad, checkedBytes, err := r.checkObjects(ctx, ids, locs, idx, opts)
+	slices.Sort(rep.DamagedVersions)
+	open, n, err := sorter.materialize()
 	if err != nil {
 		return nil, fmt.Errorf("blockdiff: %s: %w", op, err)
 	}
-	rep.ObjectsChecked, rep.BytesChecked = len(ids), checkedBytes
+	k := n
+	if opts.Percent > 0 && opts.Percent < 100 && n > 0 {
+		k = max(int64(float64(n)*opts.Percent/100+0.5), 1)
+	}
+	scan, err := r.scanIndex(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: %s: %w", op, err)
+	}
+	src, err := open()
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: %s: %w", op, err)
+	}
+	bad, checkedBytes, err := r.checkObjects(ctx, &sampleSource{src: src, n: n, k: k}, k, scan, opts)
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: %s: %w", op, err)
+	}
+	if len(scan.Damaged) > 0 {
+		rep.DamagedSegments = scan.Damaged
+		r.log.Error("damaged index objects (backups treat them as absent; run cleanup or repair index)", "objects", scan.Damaged)
+	}
+	rep.ObjectsChecked, rep.BytesChecked = int(k), checkedBytes
 	if len(bad) > 0 {
 		if err := r.markDamaged(ctx, bad, rep, op); err != nil {
 			return rep, err
@@ -206,7 +216,7 @@ func (r *Repository) scrubSelect(ctx context.Context, opts ScrubOptions) ([]*Ver
 	damaged := []string{}
 	seen := map[string]bool{}
 	if opts.All {
-		all, err := r.listFull(ctx, Filter{})
+		all, err := r.List(ctx, Filter{})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -232,7 +242,7 @@ func (r *Repository) scrubSelect(ctx context.Context, opts ScrubOptions) ([]*Ver
 		if seen[id] {
 			continue
 		}
-		v, err := r.Version(ctx, id)
+		v, err := r.versionHeader(ctx, id)
 		if isDamage(err) {
 			seen[id] = true
 			damaged = append(damaged, id)
@@ -264,46 +274,17 @@ type damage struct {
 	problem, detail string
 }
 
-// checkObjects checks ids and returns the damaged ones. Errors other than a
-// missing or undecodable object abort the check: they say nothing about the
-// object.
-func (r *Repository) checkObjects(ctx context.Context, ids []ID, locs map[ID][]objLoc, idx map[ID]indexEntry, opts ScrubOptions) (map[ID]damage, int64, error) {
-	var listed map[ID]int64 // from one listing of data/ when checking many objects
-	if !opts.Deep {
-		if len(ids) > 1000 {
-			listed = map[ID]int64{}
-			for info, err := range r.store.List(ctx, "data/") {
-				if err != nil {
-					return nil, 0, fmt.Errorf("list data: %w", err)
-				}
-				if id, ok := parseDataKey(info.Key); ok {
-					listed[id] = info.Size
-				}
-			}
-		}
-	}
+// checkObjects checks the k objects of src (in ID order) and returns the
+// damaged ones. Errors other than a missing or undecodable object abort the
+// check: they say nothing about the object. A light check of more than
+// 1,000 objects merge-joins them with one listing of data/; fewer are
+// Stat'ed one by one. Sizes are checked against the index's entries, read
+// in ID order alongside.
+func (r *Repository) checkObjects(ctx context.Context, src markSource, k int64, scan *indexScan, opts ScrubOptions) (map[ID]damage, int64, error) {
 	var mu sync.Mutex
 	bad := map[ID]damage{}
 	var bytes, done atomic.Int64
-	bufs := make(chan *[2][]byte, r.opts.Transfers)
-	for range cap(bufs) {
-		bufs <- &[2][]byte{}
-	}
-	err := r.parallel(ctx, len(ids), func(ctx context.Context, i int) error {
-		id := ids[i]
-		var d *damage
-		var size int64
-		var err error
-		if opts.Deep {
-			b := <-bufs
-			size, d, err = r.deepCheck(ctx, id, locs[id][0].length, b)
-			bufs <- b
-		} else {
-			size, d, err = r.lightCheck(ctx, id, idx, listed)
-		}
-		if err != nil {
-			return err
-		}
+	report := func(id ID, size int64, d *damage) {
 		bytes.Add(size)
 		if d != nil {
 			mu.Lock()
@@ -312,40 +293,134 @@ func (r *Repository) checkObjects(ctx context.Context, ids []ID, locs map[ID][]o
 			r.log.Error("damaged object", "object", id.String(), "problem", d.problem, "detail", d.detail)
 		}
 		if n := done.Add(1); opts.Progress != nil {
-			opts.Progress(n, int64(len(ids)))
+			opts.Progress(n, k)
+		}
+	}
+	idxNext, idxStop := iter.Pull2(scan.Entries(ctx))
+	defer idxStop()
+	if !opts.Deep && k > scrubListThreshold {
+		data, err := r.listData(ctx, opts.TempDir)
+		if err != nil {
+			return nil, 0, err
+		}
+		defer data.close()
+		err = joinMarks(data, src, idxNext, func(j *joinRow) error {
+			if j.mark.flags == 0 {
+				return nil // listed or indexed, not checked
+			}
+			if !j.listed {
+				report(j.id, 0, &damage{problem: ProblemMissing})
+				return nil
+			}
+			report(j.id, j.obj.size, sizeDamage(j.obj.size, j.inIndex, j.idx))
+			return nil
+		})
+		return bad, bytes.Load(), err
+	}
+	// One batch of objects at a time, checked in parallel.
+	type item struct {
+		m       markRec
+		inIndex bool
+		idx     indexEntry
+	}
+	batch := make([]item, 0, 1024)
+	bufs := make(chan *[2][]byte, r.opts.Transfers)
+	for range cap(bufs) {
+		bufs <- &[2][]byte{}
+	}
+	flush := func() error {
+		err := r.parallel(ctx, len(batch), func(ctx context.Context, i int) error {
+			it := batch[i]
+			var d *damage
+			var size int64
+			var err error
+			if opts.Deep {
+				b := <-bufs
+				size, d, err = r.deepCheck(ctx, it.m.id, int64(it.m.length), b)
+				bufs <- b
+			} else {
+				size, d, err = r.statCheck(ctx, it.m.id, it.inIndex, it.idx)
+			}
+			if err != nil {
+				return err
+			}
+			report(it.m.id, size, d)
+			return nil
+		})
+		batch = batch[:0]
+		return err
+	}
+	err := joinMarks(emptyData{}, src, idxNext, func(j *joinRow) error {
+		if j.mark.flags == 0 {
+			return nil
+		}
+		batch = append(batch, item{j.mark, j.inIndex, j.idx})
+		if len(batch) == cap(batch) {
+			return flush()
 		}
 		return nil
 	})
+	if err == nil {
+		err = flush()
+	}
 	return bad, bytes.Load(), err
 }
 
-// lightCheck checks that an object exists with the stored size the index
-// records (any size up to the largest object when no segment lists it).
-func (r *Repository) lightCheck(ctx context.Context, id ID, idx map[ID]indexEntry, listed map[ID]int64) (int64, *damage, error) {
-	var size int64
-	if listed != nil {
-		s, ok := listed[id]
-		if !ok {
-			return 0, &damage{problem: ProblemMissing}, nil
-		}
-		size = s
-	} else {
-		info, err := r.store.Stat(ctx, dataKey(id))
-		if errors.Is(err, objstore.ErrNotExist) {
-			return 0, &damage{problem: ProblemMissing}, nil
-		}
-		if err != nil {
-			return 0, nil, fmt.Errorf("stat %s: %w", dataKey(id), err)
-		}
-		size = info.Size
-	}
-	if e, ok := idx[id]; ok && e.Stored != size {
-		return size, &damage{problem: ProblemSize, detail: fmt.Sprintf("%d bytes stored, the index records %d", size, e.Stored)}, nil
+// scrubListThreshold is the number of objects above which a light scrub
+// lists data/ rather than Stat each object. (A variable for tests.)
+var scrubListThreshold int64 = 1000
+
+// emptyData is a listing with no object.
+type emptyData struct{}
+
+func (emptyData) next() (dataObj, bool, error) { return dataObj{}, false, nil }
+
+// sizeDamage checks an object's stored size against its index entry (any
+// size up to the largest object when no index object lists it).
+func sizeDamage(size int64, inIndex bool, e indexEntry) *damage {
+	if inIndex && e.Stored != size {
+		return &damage{problem: ProblemSize, detail: fmt.Sprintf("%d bytes stored, the index records %d", size, e.Stored)}
 	}
 	if size < 1 || size > MaxBlockSize*4+1024 {
-		return size, &damage{problem: ProblemSize, detail: fmt.Sprintf("%d bytes stored", size)}, nil
+		return &damage{problem: ProblemSize, detail: fmt.Sprintf("%d bytes stored", size)}
 	}
-	return size, nil, nil
+	return nil
+}
+
+// statCheck checks that an object exists with the stored size the index
+// records.
+func (r *Repository) statCheck(ctx context.Context, id ID, inIndex bool, e indexEntry) (int64, *damage, error) {
+	info, err := r.store.Stat(ctx, dataKey(id))
+	if errors.Is(err, objstore.ErrNotExist) {
+		return 0, &damage{problem: ProblemMissing}, nil
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("stat %s: %w", dataKey(id), err)
+	}
+	return info.Size, sizeDamage(info.Size, inIndex, e), nil
+}
+
+// sampleSource yields k of the n records of src, each k-subset as likely
+// as any other (selection sampling, Knuth's algorithm S).
+type sampleSource struct {
+	src        markSource
+	n, k, seen int64
+	taken      int64
+}
+
+func (s *sampleSource) next() (markRec, bool, error) {
+	for s.taken < s.k {
+		m, ok, err := s.src.next()
+		if err != nil || !ok {
+			return m, ok, err
+		}
+		s.seen++
+		if s.k >= s.n || mrand.Int64N(s.n-s.seen+1) < s.k-s.taken {
+			s.taken++
+			return m, true, nil
+		}
+	}
+	return markRec{}, false, nil
 }
 
 // deepCheck reads, decodes and hashes an object; b holds reusable buffers.
@@ -390,14 +465,46 @@ func parseDataKey(key string) (ID, bool) {
 }
 
 // markDamaged marks every version that references a damaged object invalid,
-// recording where, and fills the report.
+// recording where, and fills the report. Each manifest's references are
+// streamed (Transfers at a time) against the damaged objects, which are
+// few; only the versions that reference one are rewritten.
 func (r *Repository) markDamaged(ctx context.Context, bad map[ID]damage, rep *ScrubReport, op string) error {
-	all, err := r.listFull(ctx, Filter{})
+	all, err := r.List(ctx, Filter{})
 	if err != nil {
 		return err
 	}
-	for _, v := range all {
-		ds := damagedBlocks(v, bad)
+	found := make([][]Damage, len(all))
+	err = r.parallel(ctx, len(all), func(ctx context.Context, i int) error {
+		v := all[i]
+		if v.Status == StatusDamaged {
+			return nil
+		}
+		var ds []Damage
+		var off int64
+		_, err := r.scanVersion(ctx, v.ID, nil, func(ref Ref) error {
+			if d, ok := bad[ref.ID]; ok && !ref.Sparse && len(ds) < maxDamage {
+				ds = append(ds, Damage{Offset: off, Length: ref.Length, Object: ref.ID.String(), Problem: d.problem, Detail: d.detail})
+			}
+			off += ref.Length
+			return nil
+		})
+		switch {
+		case errors.Is(err, ErrVersionNotFound):
+			return nil // removed meanwhile
+		case isDamage(err):
+			r.log.Error("damaged version manifest: cannot tell which damaged objects it references", "version", v.ID, "err", err)
+			return nil
+		case err != nil:
+			return err
+		}
+		found[i] = ds
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i, v := range all {
+		ds := found[i]
 		if len(ds) == 0 {
 			continue
 		}
@@ -441,17 +548,40 @@ func damagedBlocks(v *Version, bad map[ID]damage) []Damage {
 }
 
 // dropFromIndex rewrites, under the exclusive lock, every index segment that
-// lists a bad object without it (new segment first, then the old one goes).
+// lists a bad object without it (new segment first, then the old one goes);
+// an index with compacted generations is compacted again without them.
 func (r *Repository) dropFromIndex(ctx context.Context, bad map[ID]damage) error {
 	lock, err := r.lock(ctx, LockExclusive, "scrub: index repair", min(r.opts.LockWait, time.Minute))
 	if err != nil {
 		return err
 	}
 	defer lock.Release(ctx)
-	keys, err := r.listIndex(ctx)
+	scan, err := r.scanIndex(ctx)
 	if err != nil {
 		return err
 	}
+	if scan.Generations > 0 {
+		// A compacted generation cannot lose one entry: the index is
+		// compacted again without the damaged objects (streamed in ID
+		// order, as cleanup does), then the old index objects go.
+		kept := func(yield func(indexEntry, error) bool) {
+			for e, err := range scan.Entries(ctx) {
+				if err == nil {
+					if _, ok := bad[e.ID]; ok {
+						continue
+					}
+				}
+				if !yield(e, err) || err != nil {
+					return
+				}
+			}
+		}
+		if _, err := r.writeCompactedIndex(ctx, kept, compactOptions{Check: lock.Check}); err != nil {
+			return err
+		}
+		return r.deleteIndexKeys(ctx, scan.Keys, lock.Check)
+	}
+	keys := scan.segs
 	rewrite := map[string][]indexEntry{}
 	_, _, err = r.readSegments(ctx, keys, func(key string, entries []indexEntry) {
 		var keep []indexEntry
