@@ -2,7 +2,8 @@ package blockdiff
 
 import (
 	"context"
-	"fmt"
+	"errors"
+	"sync/atomic"
 )
 
 // StorageStats describe what a repository stores and how well it
@@ -42,15 +43,16 @@ type StorageStats struct {
 
 // StorageStats lists the versions, the data objects and the index segments
 // and sums them up. It takes no lock: while backups or a cleanup run, the
-// numbers are a moment's picture.
+// numbers are a moment's picture. The references are marked in sorted runs
+// on local disk (os.TempDir) and merge-joined with the listing of data/, as
+// cleanup does, so memory does not grow with the repository.
 func (r *Repository) StorageStats(ctx context.Context) (*StorageStats, error) {
-	versions, err := r.listFull(ctx, Filter{})
+	versions, err := r.List(ctx, Filter{})
 	if err != nil {
 		return nil, err
 	}
 	st := &StorageStats{Versions: len(versions)}
-	refs := map[ID]int64{}
-	validRefs := map[ID]int64{}
+	var readable []*Version
 	for _, v := range versions {
 		switch v.Status {
 		case StatusValid:
@@ -68,47 +70,86 @@ func (r *Repository) StorageStats(ctx context.Context) (*StorageStats, error) {
 		if v.Protected {
 			st.ProtectedVersions++
 		}
-		for _, ref := range v.refs {
-			switch {
-			case ref.Sparse && v.Status == StatusValid:
-				st.SparseBytes += ref.Length
-			case !ref.Sparse:
-				refs[ref.ID] = ref.Length
-				if v.Status == StatusValid {
-					validRefs[ref.ID] = ref.Length
-				}
-			}
+		if v.Status != StatusDamaged {
+			readable = append(readable, v)
 		}
 	}
-	found := map[ID]bool{}
-	var validStored int64
-	for info, err := range r.store.List(ctx, "data/") {
+	sorter := newMarkSorter("")
+	defer sorter.close()
+	var sparse atomic.Int64
+	err = r.parallel(ctx, len(readable), func(ctx context.Context, i int) error {
+		v := readable[i]
+		flags := markRef
+		if v.Status == StatusValid {
+			flags |= markValid
+		}
+		batch := make([]markRec, 0, 4096)
+		_, err := r.scanVersion(ctx, v.ID, nil, func(ref Ref) error {
+			if ref.Sparse {
+				if v.Status == StatusValid {
+					sparse.Add(ref.Length)
+				}
+				return nil
+			}
+			batch = append(batch, markRec{id: ref.ID, length: uint32(ref.Length), flags: flags})
+			if len(batch) == cap(batch) {
+				if err := sorter.add(batch); err != nil {
+					return err
+				}
+				batch = batch[:0]
+			}
+			return nil
+		})
+		if errors.Is(err, ErrVersionNotFound) {
+			return nil
+		}
+		if isDamage(err) { // damaged references: counted as damaged, as List counts a damaged header
+			r.log.Warn("damaged version manifest", "version", v.ID, "err", err)
+			return nil
+		}
 		if err != nil {
-			return nil, fmt.Errorf("blockdiff: list data: %w", err)
+			return err
 		}
-		id, ok := parseDataKey(info.Key)
-		if !ok {
-			continue
+		return sorter.add(batch)
+	})
+	if err != nil {
+		return nil, err
+	}
+	st.SparseBytes = sparse.Load()
+	marks, err := sorter.finish()
+	if err != nil {
+		return nil, err
+	}
+	data, err := r.listData(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	defer data.close()
+	var validStored int64
+	err = joinMarks(data, marks, nil, func(j *joinRow) error {
+		if !j.listed {
+			if j.mark.flags&markRef != 0 {
+				st.MissingObjects++
+			}
+			return nil
 		}
-		found[id] = true
 		st.Objects++
-		st.StoredBytes += info.Size
-		if _, ok := refs[id]; ok {
+		st.StoredBytes += j.obj.size
+		if j.mark.flags&markRef != 0 {
 			st.ReferencedObjects++
-			st.ReferencedStoredBytes += info.Size
+			st.ReferencedStoredBytes += j.obj.size
 		} else {
 			st.UnreferencedObjects++
-			st.UnreferencedBytes += info.Size
+			st.UnreferencedBytes += j.obj.size
 		}
-		if l, ok := validRefs[id]; ok {
-			st.UniqueBytes += l
-			validStored += info.Size
+		if j.mark.flags&markValid != 0 {
+			st.UniqueBytes += int64(j.mark.length)
+			validStored += j.obj.size
 		}
-	}
-	for id := range refs {
-		if !found[id] {
-			st.MissingObjects++
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if st.UniqueBytes > 0 {
 		st.DedupRatio = float64(st.LogicalBytes-st.SparseBytes) / float64(st.UniqueBytes)
