@@ -273,6 +273,7 @@ func PrintEnforce(w io.Writer, res *blockdiff.EnforceResult) error {
 func (r *Repo) cleanupCmd() *cobra.Command {
 	var grace time.Duration
 	var dryRun bool
+	var tempDir string
 	cmd := &cobra.Command{
 		Use:   "cleanup [--grace DURATION] [--dry-run]",
 		Short: "Delete data no version references (older than the grace period) and compact the index",
@@ -289,7 +290,7 @@ func (r *Repo) cleanupCmd() *cobra.Command {
 				g = -1 // no grace at all: the library's zero means the default
 			}
 			return r.WithRepo(cmd.Context(), func(repo *blockdiff.Repository) error {
-				res, err := repo.Cleanup(cmd.Context(), blockdiff.CleanupOptions{Grace: g, DryRun: dryRun})
+				res, err := repo.Cleanup(cmd.Context(), blockdiff.CleanupOptions{Grace: g, DryRun: dryRun, TempDir: tempDir})
 				if err != nil {
 					return err
 				}
@@ -310,6 +311,7 @@ func (r *Repo) cleanupCmd() *cobra.Command {
 	}
 	cmd.Flags().DurationVar(&grace, "grace", blockdiff.DefaultGrace, "keep unreferenced objects younger than this (0: none)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "say what would be deleted; delete nothing")
+	cmd.Flags().StringVar(&tempDir, "temp-dir", "", "local directory for the sorted runs of referenced objects and the listing of data/ (about 40 bytes per reference; default $TMPDIR)")
 	return cmd
 }
 
@@ -320,6 +322,7 @@ func (r *Repo) scrubCmd(deep bool) *cobra.Command {
 	}
 	var all bool
 	var pct, vpct float64
+	var tempDir string
 	cmd := &cobra.Command{
 		Use:   name + " [VERSION...|--all [--versions-percent P]] [--percent P]",
 		Short: short,
@@ -342,7 +345,7 @@ func (r *Repo) scrubCmd(deep bool) *cobra.Command {
 			return r.WithRepo(cmd.Context(), func(repo *blockdiff.Repository) error {
 				bar := r.NewProgress(name)
 				rep, err := repo.Scrub(cmd.Context(), blockdiff.ScrubOptions{Deep: deep, Versions: as, All: all,
-					Percent: pct, VersionPercent: vpct, Progress: bar.Bytes})
+					Percent: pct, VersionPercent: vpct, Progress: bar.Bytes, TempDir: tempDir})
 				bar.Finish()
 				if err != nil {
 					return err
@@ -368,6 +371,7 @@ func (r *Repo) scrubCmd(deep bool) *cobra.Command {
 	cmd.Flags().BoolVar(&all, "all", false, "check every valid version")
 	cmd.Flags().Float64Var(&pct, "percent", 0, "check a random sample of this percentage of the blocks (0 or 100: all)")
 	cmd.Flags().Float64Var(&vpct, "versions-percent", 0, "with --all: check a random sample of this percentage of the valid versions, at least one (Benji's -P)")
+	cmd.Flags().StringVar(&tempDir, "temp-dir", "", "local directory for the sorted runs of referenced objects (default $TMPDIR)")
 	return cmd
 }
 
