@@ -60,6 +60,19 @@ type refsSummary struct {
 	digest    [32]byte // BLAKE3-256 of the references' encoding, all frames in order
 }
 
+// framedManifests reports whether new manifests are framed: when the
+// config is of format 3 or later, as read or as this process raised it
+// (upgradeFormat); older readers would see a framed manifest as damaged.
+func (r *Repository) framedManifests() bool {
+	r.upgradeMu.Lock()
+	defer r.upgradeMu.Unlock()
+	v := r.formatVersion
+	if v == 0 {
+		v = r.cfg.Version
+	}
+	return v >= 3
+}
+
 // isFramedManifest reports whether a manifest object's body is framed (format 3).
 func isFramedManifest(body []byte) bool {
 	return len(body) >= 5 && bytes.Equal(body[:4], manifestV3Magic) && body[4] == manifestV3Format

@@ -81,7 +81,7 @@ func (r *Repository) Version(ctx context.Context, id string) (*Version, error) {
 // the old manifest or the new one. A repository of format 3 gets a framed
 // manifest (manifest3.go), older ones the version-1 encoding.
 func (r *Repository) putVersion(ctx context.Context, v *Version) error {
-	if r.cfg.Version >= 3 {
+	if r.framedManifests() {
 		body, err := r.encodeFramed(v)
 		if err != nil {
 			return err
