@@ -175,31 +175,61 @@ func aad(flags byte, key string) []byte {
 // body may be overwritten. meta selects the decoder bound for manifests and
 // index segments instead of blocks.
 func (c *codec) open(key string, body []byte, dst []byte, meta bool) ([]byte, error) {
-	if len(body) < 1 {
-		return nil, fmt.Errorf("%s: empty object: %w", key, ErrCorrupt)
-	}
-	flags := body[0]
-	if flags&^knownFlags != 0 {
-		return nil, fmt.Errorf("%s: unknown transform flags %#02x: %w", key, flags, ErrUnsupportedFormat)
-	}
-	payload := body[1:]
-	if (flags&flagAESGCM != 0) != (c.aead != nil) {
-		return nil, fmt.Errorf("%s: encryption flag %v does not match the repository: %w", key, flags&flagAESGCM != 0, ErrCorrupt)
-	}
-	if c.aead != nil {
-		if len(payload) < nonceSize+tagSize {
-			return nil, fmt.Errorf("%s: encrypted object too short: %w", key, ErrCorrupt)
-		}
-		nonce, ct := payload[:nonceSize], payload[nonceSize:]
-		plain, err := c.aead.Open(ct[:0], nonce, ct, aad(flags, key))
-		if err != nil {
-			return nil, fmt.Errorf("%s: authentication failed: %w", key, ErrCorrupt)
-		}
-		payload = plain
+	payload, flags, err := c.unseal(key, body)
+	if err != nil {
+		return nil, err
 	}
 	if flags&flagZstd == 0 {
 		return append(dst[:0], payload...), nil
 	}
+	return c.decompress(key, payload, dst, meta)
+}
+
+// openData is open for a data object without the copy of an uncompressed
+// payload: then the plaintext returned is part of body (inPlace), else it is
+// decoded into dst[:0].
+func (c *codec) openData(key string, body []byte, dst []byte) (plain []byte, inPlace bool, err error) {
+	payload, flags, err := c.unseal(key, body)
+	if err != nil {
+		return nil, false, err
+	}
+	if flags&flagZstd == 0 {
+		return payload, true, nil
+	}
+	plain, err = c.decompress(key, payload, dst, false)
+	return plain, false, err
+}
+
+// unseal checks the header of an object's body and decrypts it in place,
+// returning the payload (a zstd frame when flags has flagZstd).
+func (c *codec) unseal(key string, body []byte) (payload []byte, flags byte, err error) {
+	if len(body) < 1 {
+		return nil, 0, fmt.Errorf("%s: empty object: %w", key, ErrCorrupt)
+	}
+	flags = body[0]
+	if flags&^knownFlags != 0 {
+		return nil, 0, fmt.Errorf("%s: unknown transform flags %#02x: %w", key, flags, ErrUnsupportedFormat)
+	}
+	payload = body[1:]
+	if (flags&flagAESGCM != 0) != (c.aead != nil) {
+		return nil, 0, fmt.Errorf("%s: encryption flag %v does not match the repository: %w", key, flags&flagAESGCM != 0, ErrCorrupt)
+	}
+	if c.aead != nil {
+		if len(payload) < nonceSize+tagSize {
+			return nil, 0, fmt.Errorf("%s: encrypted object too short: %w", key, ErrCorrupt)
+		}
+		nonce, ct := payload[:nonceSize], payload[nonceSize:]
+		plain, err := c.aead.Open(ct[:0], nonce, ct, aad(flags, key))
+		if err != nil {
+			return nil, 0, fmt.Errorf("%s: authentication failed: %w", key, ErrCorrupt)
+		}
+		payload = plain
+	}
+	return payload, flags, nil
+}
+
+// decompress decodes a zstd payload into dst[:0].
+func (c *codec) decompress(key string, payload, dst []byte, meta bool) ([]byte, error) {
 	dec := c.dataDec
 	if meta {
 		dec = c.metaDec
