@@ -122,9 +122,11 @@ func TestProgressInCronJobLog(t *testing.T) {
 	if len(lines) == 0 {
 		t.Fatalf("no progress lines in the log:\n%s", errs)
 	}
-	for _, want := range []string{`op="backup vol"`, "done=", `total="16.0 MiB"`, "rate="} {
-		if !strings.Contains(lines[0], want) {
-			t.Errorf("progress line lacks %s: %s", want, lines[0])
+	for _, l := range lines { // every line: nothing is reported before the first figures
+		for _, want := range []string{`op="backup vol"`, "done=", `total="16.0 MiB"`, "rate="} {
+			if !strings.Contains(l, want) {
+				t.Errorf("progress line lacks %s: %s", want, l)
+			}
 		}
 	}
 	// --json: the same as JSON status lines on stderr, stdout stays the result

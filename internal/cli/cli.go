@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -140,6 +141,11 @@ func (a *App) Setup() error {
 	if a.ProgressInterval < 0 {
 		return Usagef("--progress-interval %s: want a duration >= 0", a.ProgressInterval)
 	}
+	// The logger, progress reports and the command itself write to stderr
+	// from several goroutines: one lock keeps their lines whole.
+	if _, ok := a.IO.Err.(*syncWriter); !ok {
+		a.IO.Err = &syncWriter{w: a.IO.Err}
+	}
 	o := &slog.HandlerOptions{Level: lvl}
 	switch a.LogFormat {
 	case "text":
@@ -234,3 +240,18 @@ func HumanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+// syncWriter serializes writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// unwrap lets IsTerminal see the file behind the lock.
+func (s *syncWriter) unwrap() io.Writer { return s.w }

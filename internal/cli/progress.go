@@ -30,6 +30,7 @@ type Progress struct {
 	what  string
 	done  int64
 	total int64
+	seen  bool // an update arrived: nothing is reported before
 	stop  chan struct{}
 	wg    sync.WaitGroup
 }
@@ -55,7 +56,11 @@ func (a *App) NewProgress(op string) *Progress {
 	case a.JSON:
 		if a.ProgressInterval > 0 {
 			enc := json.NewEncoder(a.IO.Err)
-			p.run(a.ProgressInterval, func(final bool) { _ = enc.Encode(p.status()) })
+			p.run(a.ProgressInterval, func(final bool) {
+				if p.started() {
+					_ = enc.Encode(p.status())
+				}
+			})
 		}
 	case IsTerminal(a.IO.Err):
 		w := a.IO.Err
@@ -68,7 +73,7 @@ func (a *App) NewProgress(op string) *Progress {
 	case a.ProgressInterval > 0:
 		log := a.Logger()
 		p.run(a.ProgressInterval, func(final bool) {
-			if !final { // the command logs its own result
+			if !final && p.started() { // the command logs its own result
 				p.log(log)
 			}
 		})
@@ -103,7 +108,7 @@ func (p *Progress) Update(what string, done, total int64) {
 	if what != p.what {
 		p.what, p.done = what, 0
 	}
-	p.done, p.total = max(p.done, done), total
+	p.done, p.total, p.seen = max(p.done, done), total, true
 }
 
 // Bytes is Update for a single task: the shape of the library's progress
@@ -117,6 +122,13 @@ func (p *Progress) Finish() {
 		p.wg.Wait()
 		p.stop = nil
 	}
+}
+
+// started reports whether an update arrived.
+func (p *Progress) started() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.seen
 }
 
 // status is the progress now.
@@ -178,6 +190,9 @@ func (p *Progress) line() string {
 
 // IsTerminal reports whether w is a terminal.
 func IsTerminal(w io.Writer) bool {
+	if s, ok := w.(*syncWriter); ok {
+		w = s.unwrap()
+	}
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
