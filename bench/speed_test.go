@@ -64,7 +64,7 @@ func BenchmarkSpeed(b *testing.B) {
 // speedTools finds the contenders: a cairn-block built from this tree (or
 // $CAIRN_BLOCK_BIN), restic (required: scripts/bench-tools.sh installs it)
 // and kopia when it is on PATH.
-type speedToolset struct{ cairn, restic, kopia string }
+type speedToolset struct{ cairn, base, restic, kopia string }
 
 func speedTools(b *testing.B) speedToolset {
 	var t speedToolset
@@ -81,6 +81,9 @@ func speedTools(b *testing.B) speedToolset {
 		t.kopia = ""
 		b.Logf("kopia is not installed: compared with restic only")
 	}
+	// $CAIRN_BLOCK_BASE_BIN: a second cairn-block (say, built from the
+	// commit before a change) measured in the same rounds as "base".
+	t.base = os.Getenv("CAIRN_BLOCK_BASE_BIN")
 	t.cairn = os.Getenv("CAIRN_BLOCK_BIN")
 	if t.cairn == "" {
 		t.cairn = filepath.Join(b.TempDir(), "cairn-block")
@@ -345,22 +348,7 @@ func speedRounds(b *testing.B, tools speedToolset, img string, size int64, st *s
 	for r := range rounds {
 		loads = append(loads, loadAvg())
 		steps := []func(){
-			func() { // cairn, encrypted: backup, restore
-				tag := fmt.Sprintf("cairn-%d", r)
-				repo := st.cairn(tag)
-				child(b, env, tools.cairn, "init", "--encrypt", "--create-bucket="+strconv.FormatBool(strings.HasPrefix(repo, "s3:")), "--repo", repo, "--log-level", "warn")
-				m, id := child(b, env, tools.cairn, "backup", "--repo", repo, "--log-level", "warn", img, "bench")
-				add("cairn-backup", m)
-				os.Remove(out)
-				m, _ = child(b, env, tools.cairn, "restore", "--repo", repo, "--log-level", "warn", strings.TrimSpace(id), out)
-				m.wall += fsyncFile(b, out) // already synced by cairn: a no-op, for symmetry
-				add("cairn-restore", m)
-				if r == 0 {
-					sameFile(b, img, out)
-				}
-				os.Remove(out)
-				st.drop(b, tag)
-			},
+			func() { cairnRound(b, tools.cairn, "cairn", env, st, r, img, out, add) },
 			func() { // cairn, unencrypted: backup only
 				tag := fmt.Sprintf("plain-%d", r)
 				repo := st.cairn(tag)
@@ -388,6 +376,9 @@ func speedRounds(b *testing.B, tools speedToolset, img string, size int64, st *s
 				st.drop(b, tag)
 			},
 		}
+		if tools.base != "" {
+			steps = append(steps, func() { cairnRound(b, tools.base, "base", env, st, r, img, out, add) })
+		}
 		if tools.kopia != "" {
 			steps = append(steps, func() { kopiaRound(b, tools.kopia, env, st, fmt.Sprintf("kopia-%d", r), img, add) })
 		}
@@ -409,6 +400,26 @@ func speedRounds(b *testing.B, tools speedToolset, img string, size int64, st *s
 	loads = append(loads, loadAvg())
 	b.StopTimer()
 	reportSpeed(b, st, res, size, rounds, loads)
+}
+
+// cairnRound backs up img into a new encrypted repository with the
+// cairn-block at bin and restores it; results go under name ("cairn", or
+// "base" for $CAIRN_BLOCK_BASE_BIN).
+func cairnRound(b *testing.B, bin, name string, env []string, st *site, r int, img, out string, add func(string, meas)) {
+	tag := fmt.Sprintf("%s-%d", name, r)
+	repo := st.cairn(tag)
+	child(b, env, bin, "init", "--encrypt", "--create-bucket="+strconv.FormatBool(strings.HasPrefix(repo, "s3:")), "--repo", repo, "--log-level", "warn")
+	m, id := child(b, env, bin, "backup", "--repo", repo, "--log-level", "warn", img, "bench")
+	add(name+"-backup", m)
+	os.Remove(out)
+	m, _ = child(b, env, bin, "restore", "--repo", repo, "--log-level", "warn", strings.TrimSpace(id), out)
+	m.wall += fsyncFile(b, out) // already synced by cairn: a no-op, for symmetry
+	add(name+"-restore", m)
+	if r == 0 {
+		sameFile(b, img, out)
+	}
+	os.Remove(out)
+	st.drop(b, tag)
 }
 
 // kopiaRound backs up and restores with kopia; its failures are logged,
@@ -485,8 +496,8 @@ func median(ms []meas) (wall, cpu time.Duration) {
 func reportSpeed(b *testing.B, st *site, res map[string][]meas, size int64, rounds int, loads []float64) {
 	mbs := map[string]float64{}
 	var lines []string
-	for _, k := range []string{"cairn-backup", "cairn-plain-backup", "restic-backup", "kopia-backup",
-		"cairn-restore", "restic-restore", "kopia-restore", "dd", "dd-sparse"} {
+	for _, k := range []string{"cairn-backup", "cairn-plain-backup", "base-backup", "restic-backup", "kopia-backup",
+		"cairn-restore", "base-restore", "restic-restore", "kopia-restore", "dd", "dd-sparse"} {
 		ms := res[k]
 		if len(ms) == 0 {
 			continue
@@ -512,8 +523,11 @@ func reportSpeed(b *testing.B, st *site, res map[string][]meas, size int64, roun
 	ratio("restore-cairn/restic", "cairn-restore", "restic-restore")
 	ratio("backup-cairn/kopia", "cairn-backup", "kopia-backup")
 	ratio("restore-cairn/kopia", "cairn-restore", "kopia-restore")
+	ratio("backup-cairn/base", "cairn-backup", "base-backup")
+	ratio("restore-cairn/base", "cairn-restore", "base-restore")
 	ratio("restore-cairn/dd", "cairn-restore", "dd")
 	ratio("restore-cairn/dd-sparse", "cairn-restore", "dd-sparse")
+	ratio("restore-base/dd", "base-restore", "dd")
 	ratio("restore-restic/dd", "restic-restore", "dd")
 	b.Logf("%s, %d MiB image, medians of %d alternating rounds, load average (1 min) %v:\n%s",
 		st.name, size>>20, rounds, loads, strings.Join(lines, "\n"))
