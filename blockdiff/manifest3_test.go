@@ -278,3 +278,56 @@ func (c countingReader) Read(p []byte) (int, error) {
 	c.n.Add(int64(n))
 	return n, err
 }
+
+// TestFormat2Repository: a repository of format 2 (version-1 manifests,
+// uncompacted segments) lists, enforces and cleans up with this build;
+// cleanup raises it to format 3, after which new manifests are framed and
+// the old ones still read.
+func TestFormat2Repository(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, "file")
+	newRepo(t, s, "")
+	cfg := getObject(t, s, configKey)
+	cfg2 := bytes.Replace(cfg, []byte(`"version": 3`), []byte(`"version": 2`), 1)
+	if bytes.Equal(cfg, cfg2) {
+		t.Fatalf("no version 3 in %s", cfg)
+	}
+	putObject(t, s, configKey, cfg2)
+	r := openRepo(t, s, Options{})
+	pool := blockPool(5, 10)
+	var vs []*Version
+	for i := range 4 {
+		vs = append(vs, backupBytes(t, r, "vol", blocksImage(pool, i, i+1, i+2), BackupOptions{}))
+	}
+	for _, v := range vs {
+		if isFramedManifest(getObject(t, s, versionKey(v.ID))) {
+			t.Fatal("a format-2 repository got a framed manifest")
+		}
+	}
+	if _, err := r.SetLabels(ctx, vs[3].ID, map[string]string{"k": "v"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Enforce(ctx, "latest2", EnforceOptions{})
+	if err != nil || len(res.Volumes) != 1 || len(res.Volumes[0].Removed) != 2 {
+		t.Fatalf("enforce: %+v, %v", res, err)
+	}
+	cl, err := r.Cleanup(ctx, CleanupOptions{Grace: -1})
+	if err != nil || cl.Deleted != 2 || cl.Referenced != 4 || cl.Missing != 0 {
+		t.Fatalf("cleanup: %+v, %v", cl, err)
+	}
+	for _, v := range vs[2:] {
+		if got := restoreBytes(t, r, v.ID); !bytes.Equal(got, blocksImage(pool, slices.Index(vs, v), slices.Index(vs, v)+1, slices.Index(vs, v)+2)) {
+			t.Fatalf("%s restores wrong bytes", v.ID)
+		}
+	}
+	if !bytes.Contains(getObject(t, s, configKey), []byte(`"version": 3`)) {
+		t.Fatal("cleanup left the config at format 2")
+	}
+	v5 := backupBytes(t, r, "vol", blocksImage(pool, 7), BackupOptions{})
+	if !isFramedManifest(getObject(t, s, versionKey(v5.ID))) {
+		t.Fatal("after the upgrade, a new manifest is not framed")
+	}
+	if vs, err := r.List(ctx, Filter{Labels: map[string]string{"k": "v"}}); err != nil || len(vs) != 1 {
+		t.Fatalf("list after the upgrade: %v, %v", vs, err)
+	}
+}
