@@ -150,19 +150,30 @@ func (c *codec) seal(dst []byte, key string, plain []byte, compress bool) []byte
 			out = out[:hdrLen]
 		}
 	}
-	if flags&flagZstd == 0 {
-		out = append(out, plain...)
-	}
-	if c.aead != nil {
-		flags |= flagAESGCM
+	if c.aead == nil {
+		if flags&flagZstd == 0 {
+			out = append(out, plain...)
+		}
 		out[0] = flags
-		nonce := out[1:hdrLen]
-		_, _ = rand.Read(nonce) // crypto/rand.Read never fails (Go 1.24+)
-		sealed := c.aead.Seal(out[hdrLen:hdrLen], nonce, out[hdrLen:], aad(flags, key))
-		out = append(out[:hdrLen], sealed...)
+		return out
 	}
+	// Encrypt in place behind the header: the zstd frame over itself, or
+	// the plaintext straight from its own buffer (no copy into out first).
+	src := out[hdrLen:]
+	if flags&flagZstd == 0 {
+		src = plain
+	}
+	flags |= flagAESGCM
 	out[0] = flags
-	return out
+	nonce := out[1:hdrLen]
+	_, _ = rand.Read(nonce) // crypto/rand.Read never fails (Go 1.24+)
+	into := out[hdrLen:hdrLen]
+	inPlace := cap(into) >= len(src)+tagSize // Seal appends to into without allocating
+	sealed := c.aead.Seal(into, nonce, src, aad(flags, key))
+	if inPlace {
+		return out[:hdrLen+len(sealed)]
+	}
+	return append(out[:hdrLen], sealed...)
 }
 
 // aad binds a ciphertext to its header byte and its key, so that objects cannot

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // TestRestoreWriteback restores a volume larger than a few writeback
@@ -73,4 +75,36 @@ func TestRestoreWriteback(t *testing.T) {
 	}
 	var none *writeback
 	none.written(3) // a destination that is not a file
+}
+
+// TestSealOpenInPlace seals and opens blocks of every kind (compressed or
+// not, encrypted or not) into buffers large enough to work in place and
+// too small, and checks openData's in-place plaintext.
+func TestSealOpenInPlace(t *testing.T) {
+	master := randBytes(42, masterKeySize)
+	for _, key := range [][]byte{nil, master} {
+		c, err := newCodec(key, zstd.SpeedFastest, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.close()
+		for name, plain := range map[string][]byte{
+			"text": textBytes(1, 3*testBS), "random": randBytes(2, 3*testBS), "tiny": {1, 2, 3}, "empty": {},
+		} {
+			for _, capacity := range []int{0, 10, sealSize(len(plain))} {
+				body := c.seal(make([]byte, 0, capacity), "data/k", plain, true)
+				again := append([]byte(nil), body...)
+				got, inPlace, err := c.openData("data/k", body, nil)
+				if err != nil || !bytes.Equal(got, plain) {
+					t.Fatalf("encrypted %v, %s, capacity %d: open: %v", key != nil, name, capacity, err)
+				}
+				if inPlace != (again[0]&flagZstd == 0) {
+					t.Fatalf("%s: in place %v with flags %#x", name, inPlace, again[0])
+				}
+				if got, err := c.open("data/k", again, nil, false); err != nil || !bytes.Equal(got, plain) {
+					t.Fatalf("%s: open: %v", name, err)
+				}
+			}
+		}
+	}
 }
