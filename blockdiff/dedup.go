@@ -172,12 +172,12 @@ func (r *Repository) refreshDedup(ctx context.Context) error {
 		if loaded {
 			r.log.Info("index was compacted or repaired since it was read: dedup set reloaded", "segments", len(s.segs),
 				"generations", len(gens), "objects_in_memory", len(set))
-			live := map[string]bool{}
-			for _, g := range gens {
-				live[g.gen] = true
-			}
-			r.cache.prune(live)
 		}
+		live := map[string]bool{} // the cache keeps only the generations of the index
+		for _, gen := range s.dirs {
+			live[gen] = true
+		}
+		r.cache.prune(live)
 	} else {
 		for id := range set {
 			r.dedup[id] = struct{}{}

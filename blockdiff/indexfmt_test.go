@@ -256,6 +256,17 @@ func TestBackupCompactedIndex(t *testing.T) {
 	if got := s.index.Load() - before; got != 0 {
 		t.Fatalf("cached backup read %d index objects from the store", got)
 	}
+	// A new generation replaces the cached one: its files leave the cache.
+	stale := filepath.Join(cache, r.cfg.ID, "index", "c-"+strings.Repeat("0", 32)+"-000000.0")
+	if err := os.WriteFile(stale, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := openRepo(t, s, Options{Passphrase: []byte("pw"), CacheDir: cache}).refreshDedup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a file of a generation gone from the index stayed in the cache: %v", err)
+	}
 	// A damaged pack: its frames count as absent, blocks are stored again.
 	for _, k := range sc.Keys {
 		if kind, _ := parseIndexKey(k); kind == keyPack {
