@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cairn-backup/cairn/objstore"
 )
@@ -105,7 +106,8 @@ func (c *indexCache) write(key string, body []byte) {
 }
 
 // prune removes the cached files of generations not in live (names of
-// generations) and temporary files left by killed writers.
+// generations) and temporary files that killed writers left (an hour old:
+// younger ones may be another writer's, in this process or another).
 func (c *indexCache) prune(live map[string]bool) {
 	if c == nil {
 		return
@@ -117,7 +119,12 @@ func (c *indexCache) prune(live map[string]bool) {
 	for _, e := range ents {
 		name := e.Name()
 		gen, ok := strings.CutPrefix(name, "c-")
-		if ok && len(gen) >= 32 && !live[gen[:32]] || strings.HasPrefix(name, ".tmp-") {
+		stale := ok && len(gen) >= 32 && !live[gen[:32]]
+		if strings.HasPrefix(name, ".tmp-") {
+			info, err := e.Info()
+			stale = err == nil && time.Since(info.ModTime()) > time.Hour
+		}
+		if stale {
 			_ = os.Remove(filepath.Join(c.dir, name))
 		}
 	}
