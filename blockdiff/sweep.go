@@ -8,6 +8,7 @@ import (
 	"io"
 	"iter"
 	"os"
+	"sync"
 	"sync/atomic"
 )
 
@@ -109,6 +110,7 @@ type sweepFiles struct {
 	keepF, delF *os.File
 	keepW, delW *bufio.Writer
 	nDel        int
+	perPrefix   [256]int64 // deletions by the ID's first byte (its data/xx/ folder)
 }
 
 const keepRecSize = 32 + 8 + 8
@@ -143,6 +145,7 @@ func (s *sweepFiles) keep(e indexEntry) error {
 
 func (s *sweepFiles) del(id ID) error {
 	s.nDel++
+	s.perPrefix[id[0]]++
 	if _, err := s.delW.Write(id[:]); err != nil {
 		return fmt.Errorf("blockdiff: write temporary file: %w", err)
 	}
@@ -186,36 +189,57 @@ func (s *sweepFiles) kept() iter.Seq2[indexEntry, error] {
 	}
 }
 
-// deleteAll deletes the objects of the delete file, a batch at a time,
-// Transfers at once, each after check; it returns how many it deleted.
+// deleteAll deletes the objects of the delete file, each after check, and
+// returns how many it deleted. Transfers workers each take a data/xx/
+// prefix at a time and delete its objects in order, so that they work in
+// different folders of a file store (whose deletions in one folder
+// serialize) and still read the file sequentially.
 func (s *sweepFiles) deleteAll(ctx context.Context, r *Repository, check func() error) (int, error) {
-	if _, err := s.delF.Seek(0, io.SeekStart); err != nil {
-		return 0, fmt.Errorf("blockdiff: read temporary file: %w", err)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	prefixes := make(chan int, 256)
+	var offs [256]int64
+	var off int64
+	for p, n := range s.perPrefix {
+		offs[p] = off
+		off += n * int64(len(ID{}))
+		if n > 0 {
+			prefixes <- p
+		}
 	}
-	rd := bufio.NewReaderSize(s.delF, 64<<10)
+	close(prefixes)
 	var deleted atomic.Int64
-	batch := make([]ID, 0, 16<<10)
-	for left := s.nDel; left > 0; {
-		batch = batch[:min(left, cap(batch))]
-		for i := range batch {
-			if _, err := io.ReadFull(rd, batch[i][:]); err != nil {
-				return int(deleted.Load()), fmt.Errorf("blockdiff: read temporary file: %w", err)
+	var wg sync.WaitGroup
+	for range max(r.opts.Transfers, 1) {
+		wg.Go(func() {
+			for p := range prefixes {
+				n := s.perPrefix[p]
+				rd := bufio.NewReaderSize(io.NewSectionReader(s.delF, offs[p], n*int64(len(ID{}))), 32<<10)
+				for range n {
+					var id ID
+					if _, err := io.ReadFull(rd, id[:]); err != nil {
+						cancel(fmt.Errorf("blockdiff: read temporary file: %w", err))
+						return
+					}
+					if ctx.Err() != nil {
+						return
+					}
+					if err := check(); err != nil {
+						cancel(err)
+						return
+					}
+					if err := r.store.Delete(ctx, dataKey(id)); err != nil {
+						cancel(fmt.Errorf("blockdiff: delete %s: %w", dataKey(id), err))
+						return
+					}
+					deleted.Add(1)
+				}
 			}
-		}
-		left -= len(batch)
-		err := r.parallel(ctx, len(batch), func(ctx context.Context, i int) error {
-			if err := check(); err != nil {
-				return err
-			}
-			if err := r.store.Delete(ctx, dataKey(batch[i])); err != nil {
-				return fmt.Errorf("blockdiff: delete %s: %w", dataKey(batch[i]), err)
-			}
-			deleted.Add(1)
-			return nil
 		})
-		if err != nil {
-			return int(deleted.Load()), err
-		}
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && ctx.Err() != nil {
+		return int(deleted.Load()), err
 	}
 	return int(deleted.Load()), nil
 }
