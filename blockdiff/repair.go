@@ -2,8 +2,10 @@ package blockdiff
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -63,58 +65,75 @@ func (r *Repository) RepairIndex(ctx context.Context, opts RepairIndexOptions) (
 	}
 	res.DamagedSegments = append(res.DamagedSegments, old.Damaged...)
 
-	versions, err := r.listFull(ctx, Filter{})
+	versions, err := r.List(ctx, Filter{})
 	if err != nil {
 		return nil, err
 	}
 	res.Versions = len(versions)
-	lengths := map[ID]int64{} // objects valid versions reference -> plaintext length
+	var valid []*Version
 	for _, v := range versions {
 		switch v.Status {
 		case StatusDamaged:
 			res.DamagedVersions = append(res.DamagedVersions, v.ID)
 		case StatusValid:
-			for _, ref := range v.refs {
-				if !ref.Sparse {
-					lengths[ref.ID] = ref.Length
-				}
+			valid = append(valid, v)
+		}
+	}
+	// The objects valid versions reference, in sorted runs on local disk
+	// (mark.go), merge-joined with the listing of data/: the new index is
+	// written from the join as it goes, in ID order. A manifest whose
+	// references are damaged is reported; what of it was read stays
+	// marked, which is harmless: the index only lists objects that exist.
+	sorter := newMarkSorter("")
+	defer sorter.close()
+	var dmu sync.Mutex
+	err = r.markVersionsFunc(ctx, valid, sorter, nil, func(v *Version, err error) {
+		dmu.Lock()
+		defer dmu.Unlock()
+		res.DamagedVersions = append(res.DamagedVersions, v.ID)
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(res.DamagedVersions)
+	marks, err := sorter.finish()
+	if err != nil {
+		return nil, err
+	}
+	data, err := r.listData(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	defer data.close()
+	entries := func(yield func(indexEntry, error) bool) {
+		stop := errors.New("stopped")
+		err := joinMarks(data, marks, nil, func(j *joinRow) error {
+			if !j.listed {
+				return nil
 			}
+			res.Objects++
+			if j.mark.flags&markValid == 0 || j.obj.size < 1 || j.obj.size > MaxBlockSize*4+1024 {
+				res.Unindexed++
+				return nil
+			}
+			res.IndexEntries++
+			if !yield(indexEntry{ID: j.id, Stored: j.obj.size, Length: int64(j.mark.length)}, nil) {
+				return stop
+			}
+			return nil
+		})
+		if err != nil && err != stop {
+			yield(indexEntry{}, err)
 		}
 	}
 
-	var entries []indexEntry
-	for info, err := range r.store.List(ctx, "data/") {
-		if err != nil {
-			return nil, fmt.Errorf("blockdiff: repair index: list data: %w", err)
-		}
-		id, ok := parseDataKey(info.Key)
-		if !ok {
-			continue
-		}
-		res.Objects++
-		length, ok := lengths[id]
-		if !ok || info.Size < 1 || info.Size > MaxBlockSize*4+1024 {
-			res.Unindexed++
-			continue
-		}
-		entries = append(entries, indexEntry{ID: id, Stored: info.Size, Length: length})
-	}
-	slices.SortFunc(entries, func(a, b indexEntry) int { return compareID(a.ID, b.ID) })
-	res.IndexEntries = len(entries)
-
-	// New segments first, then the old ones go: a crash in between leaves
-	// extra entries for objects that exist, never a missing one.
+	// The new index first, then the old one goes: a crash in between
+	// leaves extra entries for objects that exist, never a missing one.
 	if err := lock.Check(); err != nil {
 		return nil, err
 	}
 	// The new index is a compacted generation (format 3, indexfmt.go).
-	if _, err := r.writeCompactedIndex(ctx, func(yield func(indexEntry, error) bool) {
-		for _, e := range entries {
-			if !yield(e, nil) {
-				return
-			}
-		}
-	}, compactOptions{Check: lock.Check}); err != nil {
+	if _, err := r.writeCompactedIndex(ctx, entries, compactOptions{Check: lock.Check}); err != nil {
 		return nil, err
 	}
 	if err := r.deleteIndexKeys(ctx, old.Keys, nil); err != nil {

@@ -190,30 +190,3 @@ func (r *Repository) SetLabels(ctx context.Context, id string, set map[string]st
 func isDamage(err error) bool {
 	return err != nil && (errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnsupportedFormat))
 }
-
-// listFull is List with every version's references (Version for each that
-// is not damaged), for the maintenance operations not yet streaming them.
-func (r *Repository) listFull(ctx context.Context, f Filter) ([]*Version, error) {
-	vs, err := r.List(ctx, f)
-	if err != nil {
-		return nil, err
-	}
-	for i, v := range vs {
-		if v.Status == StatusDamaged {
-			continue
-		}
-		full, err := r.Version(ctx, v.ID)
-		if errors.Is(err, ErrVersionNotFound) {
-			continue
-		}
-		if isDamage(err) {
-			vs[i] = &Version{ID: v.ID, Status: StatusDamaged, Error: err.Error(), Labels: map[string]string{}}
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		vs[i] = full
-	}
-	return vs, nil
-}
