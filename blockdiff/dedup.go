@@ -15,9 +15,10 @@ import (
 //   - the uncompacted index segments it has read (index/<32 hex>: what
 //     backups wrote since the last compaction), held in memory (r.dedup);
 //   - the compacted generations (index/c-<gen>, indexfmt.go), of which only
-//     the directories are held (first ID of each frame, a Bloom filter per
-//     pack: about 1.3 bytes an entry); an ID that a filter may hold is
-//     looked up in its frame (inGenerations, through the cache of frames);
+//     the directories are held (the first ID of each frame: about 0.06 bytes
+//     an entry) and the Bloom filters of the packs looked up so far (10 bits
+//     an entry of those packs); an ID that a filter may hold is looked up in
+//     its frame (inGenerations, through the cache);
 //   - the objects its running backups stored (pending until their segment
 //     is written), also in r.dedup.
 //
@@ -212,7 +213,7 @@ func (r *Repository) claim(id ID) (isNew bool, f *flight, lookup bool) {
 		return false, f, false
 	}
 	for _, g := range r.gens {
-		if _, maybe := g.locate(id); maybe {
+		if g.mayHold(id) {
 			return false, nil, true
 		}
 	}

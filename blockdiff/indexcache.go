@@ -240,17 +240,27 @@ func (r *Repository) frameIDs(ctx context.Context, g *genDir, i int) ([]ID, erro
 }
 
 // inGenerations reports whether a compacted generation that r holds lists
-// id: a filter check per generation, and a frame read where the filter says
-// maybe. A damaged or missing frame counts as not listing it (it costs a
+// id: a filter check per generation (the pack's filter is read the first
+// time), and a frame read where the filter says maybe. A damaged or missing frame counts as not listing it (it costs a
 // re-upload); errors of the store are returned.
 func (r *Repository) inGenerations(ctx context.Context, id ID) (bool, error) {
 	r.dedupMu.Lock()
 	gens := r.gens
 	r.dedupMu.Unlock()
 	for _, g := range gens {
-		i, maybe := g.locate(id)
-		if !maybe {
+		i, first := g.locate(id)
+		if i < 0 {
 			continue
+		}
+		if !first {
+			p := int(g.frames[i].pack)
+			f, err := r.packFilter(ctx, g, p)
+			if err != nil {
+				return false, err
+			}
+			if f != nil && !bloomHas(f, g.packs[p].k, id) {
+				continue
+			}
 		}
 		ids, err := r.frameIDs(ctx, g, i)
 		if isDamage(err) || errors.Is(err, objstore.ErrNotExist) {

@@ -5,14 +5,16 @@ package blockdiff
 // encoding, unsorted), a compaction writes one generation:
 //
 //	index/c-<gen>-<seq>   packs: sorted index frames, each frame sealed on its own
-//	                      (an envelope per frame, so one ranged Get is verified alone)
+//	                      (an envelope per frame, so one ranged Get is verified
+//	                      alone), then the pack's Bloom filter, sealed the same way
 //	index/c-<gen>         the directory, written last: the first ID, length and
-//	                      entry count of every frame of every pack, and a Bloom
-//	                      filter per pack
+//	                      entry count of every frame of every pack, and where each
+//	                      pack's filter is
 //
-// Backups keep only the uncompacted segments in memory; a lookup in a
-// generation checks the pack's filter, then reads one frame (through the local
-// cache of frames, indexcache.go).
+// Backups keep only the uncompacted segments and the directories in memory; a
+// lookup in a generation reads the filter of the pack whose range holds the
+// ID (once, then kept), and one frame when the filter says maybe (through the
+// local cache, indexcache.go).
 //
 // This file holds the encodings and the API that cleanup, scrub and repair
 // use: scanIndex and its sorted iterator, writeCompactedIndex and
@@ -45,6 +47,7 @@ const (
 	bloomBits     = 10   // filter bits per entry
 	bloomK        = 7    // filter probes; with 10 bits an entry about 0.8% false positives
 	maxDirFrames  = 1 << 22
+	maxBloomWords = 1 << 22 // 32 MiB of filter for one pack: far above what a pack needs
 	maxFrameBytes = frameEntries*(32+2*binary.MaxVarintLen64) + 64 + 1 + nonceSize + tagSize
 	genPrefix     = "index/c-"
 )
@@ -113,6 +116,9 @@ func packKey(gen string, seq int) string { return fmt.Sprintf("%s%s-%06d", genPr
 // the frame's number in the pack, so that frames cannot be moved.
 func frameAADKey(pack string, n int) string { return pack + "#" + strconv.Itoa(n) }
 
+// filterAADKey is the key a pack's filter is sealed under.
+func filterAADKey(pack string) string { return pack + "#filter" }
+
 // frameInfo locates one frame of a generation.
 type frameInfo struct {
 	first ID    // its first (smallest) ID
@@ -125,21 +131,37 @@ type frameInfo struct {
 
 // packInfo describes one pack of a generation.
 type packInfo struct {
-	key    string
-	size   int64
-	frames int    // number of frames
-	first  int    // index of its first frame in genDir.frames
-	k      int    // filter probes
-	filter []byte // Bloom filter bits, len a multiple of 8
+	key        string
+	size       int64 // frames and filter
+	frames     int   // number of frames
+	first      int   // index of its first frame in genDir.frames
+	k          int   // filter probes
+	words      int   // filter size in 8-byte words
+	filterOff  int64 // the sealed filter's offset in the pack (after the frames)
+	filterSize int64 // and size
 }
 
-// genDir is a decoded directory: a generation's frames and filters.
+// genDir is a decoded directory: a generation's frames, and the filters of
+// its packs as they are read.
 type genDir struct {
 	gen     string
 	key     string
 	entries int64
 	packs   []packInfo
 	frames  []frameInfo // in ID order over all packs
+
+	mu      sync.Mutex
+	filters [][]byte // by pack: nil until read (packFilter)
+}
+
+// loadedFilter returns the filter of pack p when it was read, else nil.
+func (g *genDir) loadedFilter(p int) []byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.filters == nil {
+		return nil
+	}
+	return g.filters[p]
 }
 
 // bloomProbe returns the two hashes of id for the filter: little-endian
@@ -183,7 +205,7 @@ func bloomSize(n int) int { return max(8, (n*bloomBits+63)/64*8) }
 func encodeDir(d *genDir) []byte {
 	n := 64
 	for _, p := range d.packs {
-		n += 32 + len(p.filter) + p.frames*(32+2*binary.MaxVarintLen64)
+		n += 32 + p.frames*(32+2*binary.MaxVarintLen64)
 	}
 	b := make([]byte, 0, n)
 	b = append(b, dirMagic...)
@@ -198,16 +220,16 @@ func encodeDir(d *genDir) []byte {
 			b = binary.AppendUvarint(b, uint64(f.count))
 		}
 		b = append(b, byte(p.k))
-		b = binary.AppendUvarint(b, uint64(len(p.filter)/8))
-		b = append(b, p.filter...)
+		b = binary.AppendUvarint(b, uint64(p.words))
+		b = binary.AppendUvarint(b, uint64(p.filterSize))
 	}
 	sum := blake3.Sum256(b)
 	return append(b, sum[:]...)
 }
 
-// decodeDir parses a directory's plaintext. The filters alias b. Every
-// count, size and order is checked, so that a damaged directory is refused
-// here and never misleads a lookup.
+// decodeDir parses a directory's plaintext. Every count, size and order is
+// checked, so that a damaged directory is refused here and never misleads a
+// lookup.
 func decodeDir(gen string, b []byte) (*genDir, error) {
 	body, err := checkTrailer(b, dirMagic)
 	if err != nil {
@@ -248,13 +270,15 @@ func decodeDir(gen string, b []byte) (*genDir, error) {
 			g.frames = append(g.frames, f)
 		}
 		k := d.bytes(1)
-		words := d.uvarint()
-		if d.err == nil && (k[0] < 1 || k[0] > 32 || words == 0 || words > uint64(len(d.b))/8) {
-			return nil, fmt.Errorf("index directory: pack %d filter of %d probes, %d words: %w", seq, k[0], words, ErrCorrupt)
+		words, fsize := d.uvarint(), d.uvarint()
+		if d.err == nil && (k[0] < 1 || k[0] > 32 || words == 0 || words > maxBloomWords ||
+			fsize < words*8+32+1 || fsize > words*8+32+1+nonceSize+tagSize) {
+			return nil, fmt.Errorf("index directory: pack %d filter of %d probes, %d words, %d bytes: %w", seq, k[0], words, fsize, ErrCorrupt)
 		}
 		if d.err == nil {
-			p.k = int(k[0])
-			p.filter = d.bytes(int(words) * 8)
+			p.k, p.words = int(k[0]), int(words)
+			p.filterOff, p.filterSize = p.size, int64(fsize)
+			p.size += p.filterSize
 		}
 		g.packs = append(g.packs, p)
 	}
@@ -268,21 +292,78 @@ func decodeDir(gen string, b []byte) (*genDir, error) {
 		return nil, fmt.Errorf("index directory says %d entries, its frames %d: %w", entries, total, ErrCorrupt)
 	}
 	g.entries = int64(entries)
+	g.filters = make([][]byte, len(g.packs))
 	return g, nil
 }
 
-// locate returns the frame of g whose ID range holds id and whether the
-// pack's filter may hold it; -1 when id is below the first frame.
+// locate returns the frame of g whose ID range holds id (-1 when id is
+// below the first frame) and whether id is that frame's first ID.
 func (g *genDir) locate(id ID) (int, bool) {
 	i, found := slices.BinarySearchFunc(g.frames, id, func(f frameInfo, id ID) int { return compareID(f.first, id) })
 	if !found {
 		i--
 	}
+	return i, found
+}
+
+// mayHold says whether g may list id without reading anything: false when
+// no frame's range holds it or its pack's filter, already read, says no.
+// Unread filters say maybe: the caller then asks inGenerations, which reads
+// them.
+func (g *genDir) mayHold(id ID) bool {
+	i, first := g.locate(id)
 	if i < 0 {
-		return -1, false
+		return false
 	}
-	p := &g.packs[g.frames[i].pack]
-	return i, found || bloomHas(p.filter, p.k, id)
+	if first {
+		return true
+	}
+	p := g.frames[i].pack
+	f := g.loadedFilter(int(p))
+	return f == nil || bloomHas(f, g.packs[p].k, id)
+}
+
+// decodeFilter opens a pack's sealed filter: its words, then a BLAKE3-256 of
+// them.
+func (r *Repository) decodeFilter(g *genDir, p int, body []byte) ([]byte, error) {
+	pk := &g.packs[p]
+	key := filterAADKey(pk.key)
+	plain, err := r.codec.open(key, body, nil, true)
+	if err != nil {
+		return nil, err
+	}
+	n := pk.words * 8
+	if len(plain) != n+32 {
+		return nil, fmt.Errorf("%s: %d bytes, the directory says %d words: %w", key, len(plain), pk.words, ErrCorrupt)
+	}
+	if sum := blake3.Sum256(plain[:n]); !bytes.Equal(sum[:], plain[n:]) {
+		return nil, fmt.Errorf("%s: checksum mismatch: %w", key, ErrCorrupt)
+	}
+	return plain[:n:n], nil
+}
+
+// packFilter returns the filter of pack p of g, reading it (through the
+// cache) the first time. A damaged or missing filter is returned as nil
+// with no error: the caller then reads the frame, as for a maybe.
+func (r *Repository) packFilter(ctx context.Context, g *genDir, p int) ([]byte, error) {
+	if f := g.loadedFilter(p); f != nil {
+		return f, nil
+	}
+	pk := &g.packs[p]
+	f, err := cachedGet(ctx, r.cache, filterAADKey(pk.key), func(ctx context.Context) ([]byte, error) {
+		return r.readRange(ctx, pk.key, pk.filterOff, pk.filterSize)
+	}, func(body []byte) ([]byte, error) { return r.decodeFilter(g, p, body) })
+	if isDamage(err) || errors.Is(err, objstore.ErrNotExist) {
+		r.log.Warn("index filter missing or damaged: lookups in its pack read their frame", "pack", pk.key, "err", err)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	g.filters[p] = f
+	g.mu.Unlock()
+	return f, nil
 }
 
 // openFrame opens the sealed body of frame i of g and checks its entries
@@ -586,8 +667,9 @@ type compactResult struct {
 // filters) last, so that a generation without its directory is never read.
 // entries must be strictly ascending by ID (an out-of-order or repeated ID
 // is an error, nothing committed); an error from the iterator stops the
-// write. Memory: one pack (2^18 entries, about 10 MiB) plus the filters (10
-// bits an entry) and the frame directory (about 45 bytes per 1,024 entries).
+// write. Memory: one pack (2^18 entries, about 10 MiB, and its filter of 10
+// bits an entry) plus the frame directory (about 45 bytes per 1,024
+// entries).
 // An empty entries writes an empty generation (a directory with no pack),
 // which still replaces the old index. Before the first write, the config is
 // upgraded to format version 3 (upgradeFormat); the old keys are the
@@ -666,11 +748,16 @@ func (r *Repository) writeCompactedIndex(ctx context.Context, entries iter.Seq2[
 		if nf == 0 {
 			return nil
 		}
-		filter := make([]byte, bloomSize(len(pending)))
+		filter := make([]byte, bloomSize(len(pending)), bloomSize(len(pending))+32)
 		for _, id := range pending {
 			bloomAdd(filter, bloomK, id)
 		}
-		g.packs = append(g.packs, packInfo{key: key, size: int64(len(pack)), frames: nf, first: len(g.frames) - nf, k: bloomK, filter: filter})
+		sum := blake3.Sum256(filter)
+		sealed := r.codec.seal(nil, filterAADKey(key), append(filter, sum[:]...), false)
+		off := int64(len(pack))
+		pack = append(pack, sealed...)
+		g.packs = append(g.packs, packInfo{key: key, size: int64(len(pack)), frames: nf, first: len(g.frames) - nf,
+			k: bloomK, words: len(filter) / 8, filterOff: off, filterSize: int64(len(sealed))})
 		res.Keys = append(res.Keys, key)
 		select {
 		case puts <- put{key, pack}:
