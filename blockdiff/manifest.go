@@ -77,7 +77,10 @@ type Version struct {
 	refs []Ref
 }
 
-// Refs returns the version's block references in order.
+// Refs returns the version's block references in order: those of a Version
+// read by Repository.Version or returned by a backup; nil for the versions
+// of List and of the header rewrites (SetLabels, SetProtected), which read
+// no references.
 func (v *Version) Refs() []Ref { return v.refs }
 
 // versionKey is the store key of a manifest.
