@@ -236,3 +236,34 @@ func TestScrubSpilled(t *testing.T) {
 		t.Fatalf("scrub of damage: marked %v (want %v), %d failures, index repaired %v", rep.Marked, want, len(rep.Failures), rep.IndexRepaired)
 	}
 }
+
+// TestCleanupDamagedRefs: a framed manifest whose header reads but whose
+// references are damaged stops a cleanup before it deletes anything.
+func TestCleanupDamagedRefs(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, "mem")
+	r := newRepo(t, s, "pw")
+	pool := blockPool(3, 6)
+	v1 := backupBytes(t, r, "vol", blocksImage(pool, 0, 1, 2), BackupOptions{})
+	v2 := backupBytes(t, r, "vol", blocksImage(pool, 3, 4, 5), BackupOptions{})
+	if err := r.Remove(ctx, v1.ID, RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	body := getObject(t, s, versionKey(v2.ID))
+	body[len(body)-5] ^= 0x40
+	putObject(t, s, versionKey(v2.ID), body)
+	if vs, err := r.List(ctx, Filter{}); err != nil || len(vs) != 1 || vs[0].Status != StatusValid {
+		t.Fatalf("the header no longer reads: %v, %v", vs, err)
+	}
+	before := countPrefix(t, s, "data/")
+	if _, err := r.Cleanup(ctx, CleanupOptions{Grace: -1}); err == nil || !isDamage(err) {
+		t.Fatalf("cleanup with a damaged refs frame: %v", err)
+	}
+	if n := countPrefix(t, s, "data/"); n != before {
+		t.Fatalf("cleanup deleted %d objects before it stopped", before-n)
+	}
+	rep, err := r.Scrub(ctx, ScrubOptions{All: true})
+	if err != nil || !slices.Contains(rep.DamagedVersions, v2.ID) {
+		t.Fatalf("scrub: %+v, %v", rep, err)
+	}
+}
