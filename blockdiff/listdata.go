@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -47,7 +48,10 @@ type dataLister struct {
 	pos    int // next prefix to yield
 	last   ID
 	any    bool
-	tmpDir string
+
+	mkdirOnce sync.Once
+	tmpDir    string // made by spillDir
+	mkdirErr  error
 }
 
 // listPart is the listing of one prefix.
@@ -64,12 +68,6 @@ type listPart struct {
 func (r *Repository) listData(ctx context.Context, tmp string) (*dataLister, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &dataLister{ctx: ctx, cancel: cancel, dir: tmp, sem: make(chan struct{}, listConcurrency)}
-	d, err := os.MkdirTemp(tmp, "cairn-list-")
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("blockdiff: temporary directory for listing: %w", err)
-	}
-	l.tmpDir = d
 	for i := range l.parts {
 		l.parts[i] = make(chan *listPart, 1)
 	}
@@ -83,14 +81,28 @@ func (r *Repository) listData(ctx context.Context, tmp string) (*dataLister, err
 				}
 				return
 			}
-			go func() { l.parts[i] <- r.listPrefix(ctx, fmt.Sprintf("data/%02x/", i), l.tmpDir) }()
+			go func() { l.parts[i] <- r.listPrefix(ctx, fmt.Sprintf("data/%02x/", i), l.spillDir) }()
 		}
 	}()
 	return l, nil
 }
 
+// spillDir returns the lister's temporary directory, made at the first
+// spill, so that a small repository needs no writable temporary directory.
+func (l *dataLister) spillDir() (string, error) {
+	l.mkdirOnce.Do(func() {
+		d, err := os.MkdirTemp(l.dir, "cairn-list-")
+		if err != nil {
+			l.mkdirErr = fmt.Errorf("blockdiff: temporary directory for listing (see --temp-dir): %w", err)
+			return
+		}
+		l.tmpDir = d
+	})
+	return l.tmpDir, l.mkdirErr
+}
+
 // listPrefix lists one prefix into a listPart.
-func (r *Repository) listPrefix(ctx context.Context, prefix, tmp string) *listPart {
+func (r *Repository) listPrefix(ctx context.Context, prefix string, spillDir func() (string, error)) *listPart {
 	p := &listPart{}
 	var w *bufio.Writer
 	var f *os.File
@@ -121,7 +133,10 @@ func (r *Repository) listPrefix(ctx context.Context, prefix, tmp string) *listPa
 			continue
 		}
 		if f == nil {
-			var err error
+			tmp, err := spillDir()
+			if err != nil {
+				return fail(err)
+			}
 			if f, err = os.CreateTemp(tmp, "list-"); err != nil {
 				return fail(fmt.Errorf("blockdiff: temporary listing: %w", err))
 			}
@@ -243,5 +258,8 @@ func (l *dataLister) close() {
 		default:
 		}
 	}
-	_ = os.RemoveAll(l.tmpDir)
+	l.mkdirOnce.Do(func() {}) // no directory after this point
+	if l.tmpDir != "" {
+		_ = os.RemoveAll(l.tmpDir)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -265,5 +266,34 @@ func TestCleanupDamagedRefs(t *testing.T) {
 	rep, err := r.Scrub(ctx, ScrubOptions{All: true})
 	if err != nil || !slices.Contains(rep.DamagedVersions, v2.ID) {
 		t.Fatalf("scrub: %+v, %v", rep, err)
+	}
+}
+
+// TestCleanupNoTempDir: a cleanup and a scrub small enough to keep their
+// runs, listing and decisions in memory need no temporary directory (a pod
+// with a read-only root file system); larger ones say which directory
+// failed.
+func TestCleanupNoTempDir(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, "file")
+	r := newRepo(t, s, "")
+	pool := blockPool(8, 6)
+	v1 := backupBytes(t, r, "vol", blocksImage(pool, 0, 1, 2), BackupOptions{})
+	backupBytes(t, r, "vol", blocksImage(pool, 3, 4, 5), BackupOptions{})
+	if err := r.Remove(ctx, v1.ID, RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const nowhere = "/nonexistent/cairn-temp"
+	if rep, err := r.Scrub(ctx, ScrubOptions{All: true, TempDir: nowhere}); err != nil || !rep.OK() {
+		t.Fatalf("scrub without a temporary directory: %+v, %v", rep, err)
+	}
+	res, err := r.Cleanup(ctx, CleanupOptions{Grace: -1, TempDir: nowhere})
+	if err != nil || res.Deleted != 3 {
+		t.Fatalf("cleanup without a temporary directory: %+v, %v", res, err)
+	}
+	smallRuns(t, 2, 2, 2)
+	backupBytes(t, r, "vol", blocksImage(pool, 0, 1, 2), BackupOptions{})
+	if _, err := r.Cleanup(ctx, CleanupOptions{Grace: -1, TempDir: nowhere}); err == nil || !strings.Contains(err.Error(), nowhere) {
+		t.Fatalf("spilling cleanup without a temporary directory: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package blockdiff
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -102,34 +103,98 @@ func joinMarks(data dataSource, marks markSource, idx func() (indexEntry, error,
 	return nil
 }
 
-// sweepFiles are a cleanup's decisions, spilled to local temporary files
-// during the join and acted on after it: the entries of the new index, in
-// ID order, and the objects to delete.
+// sweepFiles are a cleanup's decisions, kept during the join and acted on
+// after it: the entries of the new index, in ID order, and the objects to
+// delete. Each is held in memory up to 1 MiB and spilled to a local
+// temporary file beyond, so that a small repository needs no writable
+// temporary directory.
 type sweepFiles struct {
-	dir         string
-	keepF, delF *os.File
-	keepW, delW *bufio.Writer
-	nDel        int
-	perPrefix   [256]int64 // deletions by the ID's first byte (its data/xx/ folder)
+	tmp       string // parent of dir
+	dir       string // created at the first spill
+	keepB     spillBuf
+	delB      spillBuf
+	nDel      int
+	perPrefix [256]int64 // deletions by the ID's first byte (its data/xx/ folder)
 }
 
 const keepRecSize = 32 + 8 + 8
 
 func newSweepFiles(tmp string) (*sweepFiles, error) {
-	d, err := os.MkdirTemp(tmp, "cairn-sweep-")
-	if err != nil {
-		return nil, fmt.Errorf("blockdiff: temporary directory for cleanup: %w", err)
+	s := &sweepFiles{tmp: tmp}
+	mkdir := func() (string, error) {
+		if s.dir == "" {
+			d, err := os.MkdirTemp(s.tmp, "cairn-sweep-")
+			if err != nil {
+				return "", fmt.Errorf("blockdiff: temporary directory for cleanup (see --temp-dir): %w", err)
+			}
+			s.dir = d
+		}
+		return s.dir, nil
 	}
-	s := &sweepFiles{dir: d}
-	if s.keepF, err = os.Create(d + "/keep"); err == nil {
-		s.delF, err = os.Create(d + "/delete")
-	}
-	if err != nil {
-		s.close()
-		return nil, fmt.Errorf("blockdiff: temporary file for cleanup: %w", err)
-	}
-	s.keepW, s.delW = bufio.NewWriterSize(s.keepF, 64<<10), bufio.NewWriterSize(s.delF, 64<<10)
+	s.keepB = spillBuf{name: "keep", mkdir: mkdir, limit: 1 << 20}
+	s.delB = spillBuf{name: "delete", mkdir: mkdir, limit: 1 << 20}
 	return s, nil
+}
+
+// spillBuf is an append-only byte buffer that moves to a temporary file
+// once it holds more than limit bytes.
+type spillBuf struct {
+	name  string
+	mkdir func() (string, error)
+	limit int
+	mem   []byte
+	f     *os.File
+	w     *bufio.Writer
+	size  int64
+}
+
+func (b *spillBuf) write(p []byte) error {
+	b.size += int64(len(p))
+	if b.f == nil {
+		if len(b.mem)+len(p) <= b.limit {
+			b.mem = append(b.mem, p...)
+			return nil
+		}
+		dir, err := b.mkdir()
+		if err != nil {
+			return err
+		}
+		if b.f, err = os.Create(dir + "/" + b.name); err != nil {
+			return fmt.Errorf("blockdiff: temporary file for cleanup: %w", err)
+		}
+		b.w = bufio.NewWriterSize(b.f, 64<<10)
+		p = append(b.mem, p...)
+		b.mem = nil
+	}
+	if _, err := b.w.Write(p); err != nil {
+		return fmt.Errorf("blockdiff: write temporary file: %w", err)
+	}
+	return nil
+}
+
+func (b *spillBuf) flush() error {
+	if b.w == nil {
+		return nil
+	}
+	if err := b.w.Flush(); err != nil {
+		return fmt.Errorf("blockdiff: write temporary file: %w", err)
+	}
+	return nil
+}
+
+// readerAt reads what was written (after flush).
+func (b *spillBuf) readerAt() io.ReaderAt {
+	if b.f == nil {
+		return bytes.NewReader(b.mem)
+	}
+	return b.f
+}
+
+func (b *spillBuf) close() {
+	if b.f != nil {
+		b.f.Close()
+	}
+	b.mem = nil
 }
 
 func (s *sweepFiles) keep(e indexEntry) error {
@@ -137,39 +202,26 @@ func (s *sweepFiles) keep(e indexEntry) error {
 	copy(b[:32], e.ID[:])
 	binary.BigEndian.PutUint64(b[32:], uint64(e.Stored))
 	binary.BigEndian.PutUint64(b[40:], uint64(e.Length))
-	if _, err := s.keepW.Write(b[:]); err != nil {
-		return fmt.Errorf("blockdiff: write temporary file: %w", err)
-	}
-	return nil
+	return s.keepB.write(b[:])
 }
 
 func (s *sweepFiles) del(id ID) error {
 	s.nDel++
 	s.perPrefix[id[0]]++
-	if _, err := s.delW.Write(id[:]); err != nil {
-		return fmt.Errorf("blockdiff: write temporary file: %w", err)
-	}
-	return nil
+	return s.delB.write(id[:])
 }
 
 func (s *sweepFiles) flush() error {
-	if err := s.keepW.Flush(); err != nil {
-		return fmt.Errorf("blockdiff: write temporary file: %w", err)
+	if err := s.keepB.flush(); err != nil {
+		return err
 	}
-	if err := s.delW.Flush(); err != nil {
-		return fmt.Errorf("blockdiff: write temporary file: %w", err)
-	}
-	return nil
+	return s.delB.flush()
 }
 
 // kept iterates the entries of the new index, in ID order.
 func (s *sweepFiles) kept() iter.Seq2[indexEntry, error] {
 	return func(yield func(indexEntry, error) bool) {
-		if _, err := s.keepF.Seek(0, io.SeekStart); err != nil {
-			yield(indexEntry{}, fmt.Errorf("blockdiff: read temporary file: %w", err))
-			return
-		}
-		r := bufio.NewReaderSize(s.keepF, 64<<10)
+		r := bufio.NewReaderSize(io.NewSectionReader(s.keepB.readerAt(), 0, s.keepB.size), 64<<10)
 		var b [keepRecSize]byte
 		for {
 			if _, err := io.ReadFull(r, b[:]); err != nil {
@@ -214,7 +266,7 @@ func (s *sweepFiles) deleteAll(ctx context.Context, r *Repository, check func() 
 		wg.Go(func() {
 			for p := range prefixes {
 				n := s.perPrefix[p]
-				rd := bufio.NewReaderSize(io.NewSectionReader(s.delF, offs[p], n*int64(len(ID{}))), 32<<10)
+				rd := bufio.NewReaderSize(io.NewSectionReader(s.delB.readerAt(), offs[p], n*int64(len(ID{}))), 32<<10)
 				for range n {
 					var id ID
 					if _, err := io.ReadFull(rd, id[:]); err != nil {
@@ -245,10 +297,9 @@ func (s *sweepFiles) deleteAll(ctx context.Context, r *Repository, check func() 
 }
 
 func (s *sweepFiles) close() {
-	for _, f := range []*os.File{s.keepF, s.delF} {
-		if f != nil {
-			f.Close()
-		}
+	s.keepB.close()
+	s.delB.close()
+	if s.dir != "" {
+		_ = os.RemoveAll(s.dir)
 	}
-	_ = os.RemoveAll(s.dir)
 }
