@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"iter"
 	"strings"
 	"time"
 
@@ -138,7 +137,10 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 		return nil, err
 	}
 	defer data.close()
-	idxNext, idxStop := iter.Pull2(scan.Entries(ctx))
+	idxNext, idxStop, idxDamaged, err := r.cleanupIndex(ctx, scan, opts.TempDir)
+	if err != nil {
+		return nil, err
+	}
 	defer idxStop()
 	var indexed, keep int
 	err = joinMarks(data, marks, idxNext, func(j *joinRow) error {
@@ -176,7 +178,8 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 	if err != nil {
 		return nil, err
 	}
-	res.DamagedSegments = scan.Damaged
+	damagedIdx := idxDamaged()
+	res.DamagedSegments = damagedIdx
 	data.close()
 	sorter.close()
 	if err := sw.flush(); err != nil {
@@ -198,7 +201,7 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 	// deleted yet) but never drops an object that stays. Every index
 	// object that lists a deleted object is replaced, which tells other
 	// processes to reload their dedup sets.
-	if res.Deleted > 0 || res.SegmentsBefore > 1 || keep != indexed || len(scan.Damaged) > 0 || scan.Segments > 0 {
+	if res.Deleted > 0 || res.SegmentsBefore > 1 || keep != indexed || len(damagedIdx) > 0 || scan.Segments > 0 {
 		if err := lock.Check(); err != nil {
 			return nil, err
 		}

@@ -5,12 +5,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"iter"
+	"math"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/cairn-backup/cairn/objstore"
 )
 
 // joinRow is one object of a merge-join of the marks, the listing of data/
@@ -302,4 +307,98 @@ func (s *sweepFiles) close() {
 	if s.dir != "" {
 		_ = os.RemoveAll(s.dir)
 	}
+}
+
+// cleanupIndex returns the index of scan in ID order for cleanup, without
+// holding the uncompacted segments in memory as indexScan.Entries does (in
+// a repository of format 1 or 2 they are the whole index, tens of millions
+// of entries): the segments are read one at a time into sorted runs on
+// local disk (markSorter; only an entry's ID and length are kept, which is
+// all cleanup uses), and merged with the entries of the generations, a
+// segment's entry winning over a generation's for the same ID. damaged
+// reports the damaged segments and, once the stream ended, the damaged
+// objects of the generations.
+func (r *Repository) cleanupIndex(ctx context.Context, scan *indexScan, tmp string) (next func() (indexEntry, error, bool), stop func(), damaged func() []string, err error) {
+	sorter := newMarkSorter(tmp)
+	var mu sync.Mutex
+	var segDamaged []string
+	sem := make(chan struct{}, 1) // a segment of 2^20 entries takes about 150 MB while decoded: one at a time
+	err = r.parallel(ctx, len(scan.segs), func(ctx context.Context, i int) error {
+		sem <- struct{}{}
+		defer func() { <-sem }()
+		key := scan.segs[i]
+		plain, err := r.getMeta(ctx, key)
+		if errors.Is(err, objstore.ErrNotExist) {
+			return nil
+		}
+		var entries []indexEntry
+		if err == nil {
+			if entries, err = decodeIndex(plain); err != nil {
+				err = fmt.Errorf("blockdiff: %s: %w", key, err)
+			}
+		}
+		if isDamage(err) {
+			r.log.Warn("damaged index segment: treated as absent (cleanup replaces it)", "segment", key, "err", err)
+			mu.Lock()
+			segDamaged = append(segDamaged, key)
+			mu.Unlock()
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		batch := make([]markRec, 0, min(len(entries), 4096))
+		for _, e := range entries {
+			batch = append(batch, markRec{id: e.ID, length: uint32(min(e.Length, math.MaxUint32)), flags: markRef})
+			if len(batch) == cap(batch) {
+				if err := sorter.add(batch); err != nil {
+					return err
+				}
+				batch = batch[:0]
+			}
+		}
+		return sorter.add(batch)
+	})
+	if err != nil {
+		sorter.close()
+		return nil, nil, nil, err
+	}
+	segs, err := sorter.finish()
+	if err != nil {
+		sorter.close()
+		return nil, nil, nil, err
+	}
+	gens := &indexScan{r: r, dirs: scan.dirs, Generations: scan.Generations}
+	genNext, genStop := iter.Pull2(gens.Entries(ctx))
+	sm, sOK, serr := segs.next()
+	ge, gerr, gOK := genNext()
+	next = func() (indexEntry, error, bool) {
+		switch {
+		case serr != nil:
+			return indexEntry{}, serr, false
+		case gerr != nil:
+			return indexEntry{}, gerr, false
+		case !sOK && !gOK:
+			return indexEntry{}, nil, false
+		}
+		if sOK && (!gOK || compareID(sm.id, ge.ID) <= 0) {
+			out := indexEntry{ID: sm.id, Length: int64(sm.length)}
+			if gOK && ge.ID == sm.id {
+				ge, gerr, gOK = genNext()
+			}
+			sm, sOK, serr = segs.next()
+			return out, nil, true
+		}
+		out := ge
+		ge, gerr, gOK = genNext()
+		return out, nil, true
+	}
+	stop = func() {
+		genStop()
+		sorter.close()
+	}
+	damaged = func() []string {
+		return append(slices.Clone(segDamaged), gens.Damaged...)
+	}
+	return next, stop, damaged, nil
 }
