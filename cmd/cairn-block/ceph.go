@@ -208,12 +208,5 @@ func (a *app) summarize(sum backupAllJSON) error {
 			}
 		}
 	}
-	err := fmt.Errorf("backup-all: %d of %d images failed", sum.Failed, len(sum.Images))
-	switch {
-	case sum.Failed == 0:
-		return nil
-	case sum.Succeeded > 0: // the others are backed up: a script can tell
-		return cli.WithExitCode(cli.ExitPartial, err)
-	}
-	return err
+	return cli.Outcome("backup-all", "images", sum.Succeeded, sum.Failed)
 }

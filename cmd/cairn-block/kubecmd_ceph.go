@@ -135,14 +135,7 @@ func (a *app) summarizeKube(sum kubeBackupAllJSON) error {
 			}
 		}
 	}
-	if sum.Failed == 0 {
-		return nil
-	}
-	err := fmt.Errorf("backup-all: %d of %d PVCs failed", sum.Failed, len(sum.Volumes))
-	if sum.Succeeded > 0 {
-		return cli.WithExitCode(cli.ExitPartial, err)
-	}
-	return err
+	return cli.Outcome("backup-all", "PVCs", sum.Succeeded, sum.Failed)
 }
 
 // restorePVC is restore-pvc.

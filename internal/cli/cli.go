@@ -92,6 +92,20 @@ func WithExitCode(code int, err error) error {
 	return ExitError{Code: code, Err: err}
 }
 
+// Outcome is the error of a run over several items (the volumes of a
+// backup-all): nil when none failed, exit 3 (partial) when some failed and
+// others succeeded, a plain failure when all failed. what names the items.
+func Outcome(op, what string, succeeded, failed int) error {
+	if failed == 0 {
+		return nil
+	}
+	err := fmt.Errorf("%s: %d of %d %s failed", op, failed, succeeded+failed, what)
+	if succeeded > 0 {
+		return WithExitCode(ExitPartial, err)
+	}
+	return err
+}
+
 // Main runs a binary: run gets a context that SIGINT and SIGTERM cancel,
 // the arguments and the real IO, and its result is the exit code.
 func Main(run func(ctx context.Context, args []string, sio IO) int) {
