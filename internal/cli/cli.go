@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -108,11 +109,40 @@ func Outcome(op, what string, succeeded, failed int) error {
 
 // Main runs a binary: run gets a context that SIGINT and SIGTERM cancel,
 // the arguments and the real IO, and its result is the exit code.
+// $CAIRN_CPUPROFILE names a file for a CPU profile of the whole run (for
+// `go tool pprof`), so a slow CronJob can be profiled without a rebuild.
 func Main(run func(ctx context.Context, args []string, sio IO) int) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	stopProfile := startCPUProfile(os.Getenv("CAIRN_CPUPROFILE"), os.Stderr)
 	code := run(ctx, os.Args[1:], StdIO())
+	stopProfile()
 	stop()
 	os.Exit(code)
+}
+
+// startCPUProfile starts a CPU profile into path (none when path is empty)
+// and returns what stops it; a profile that cannot start is reported and
+// skipped, never a reason to fail the run.
+func startCPUProfile(path string, stderr io.Writer) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "CAIRN_CPUPROFILE: %v (running without a profile)\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintf(stderr, "CAIRN_CPUPROFILE: %v\n", err)
+		}
+	}
 }
 
 // App is one binary's command line: its IO, the global flags and what
