@@ -97,9 +97,14 @@ type writeback struct {
 	started int64            // write-out started below this offset
 }
 
-// newWriteback returns a writeback for an *os.File, or nil.
+// newWriteback returns a writeback for an *os.File (for a directWriter,
+// whose unaligned writes go through the page cache: its buffered file), or
+// nil.
 func newWriteback(w io.WriterAt, offs []int64, size int64) *writeback {
 	f, ok := w.(*os.File)
+	if dw, isDirect := w.(*directWriter); isDirect {
+		f, ok = dw.f, true
+	}
 	if !ok {
 		return nil
 	}
@@ -225,8 +230,13 @@ func (r *Repository) RestoreFile(ctx context.Context, id, path string, opts Rest
 	if err != nil {
 		return err
 	}
-	err = r.restoreVersion(ctx, v, d.f, RestoreOptions{Sparse: d.sparse, Progress: opts.Progress})
-	if err == nil {
+	var w io.WriterAt = d.f
+	if dw := openDirect(d.f); dw != nil {
+		w = dw
+		defer dw.Close()
+	}
+	err = r.restoreVersion(ctx, v, w, RestoreOptions{Sparse: d.sparse, Progress: opts.Progress})
+	if err == nil { // one fsync of the inode covers the direct writes too (and the disk's cache)
 		if err = d.f.Sync(); err != nil {
 			err = fmt.Errorf("blockdiff: fsync %s: %w", d.f.Name(), err)
 		}
