@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 )
 
@@ -383,16 +382,3 @@ func (s *fsStore) walk(ctx context.Context, prefix, dir, name string, yield func
 
 // Close does nothing: Guard marks the store closed.
 func (s *fsStore) Close() error { return nil }
-
-// copyBufs holds copyToFile's buffers.
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
-
-// copyToFile copies r into f in writes of up to 1 MiB. io.Copy would go
-// through os.File.ReadFrom's 32 KiB buffer (the guard's reader hides
-// bytes.Reader's WriteTo), which costs a backup one write syscall and one
-// extra copy per 32 KiB of every object it stores.
-func copyToFile(f *os.File, r io.Reader) (int64, error) {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	return io.CopyBuffer(struct{ io.Writer }{f}, r, *bp)
-}
