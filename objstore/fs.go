@@ -10,7 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -321,48 +321,56 @@ func (s *fsStore) walk(ctx context.Context, prefix, dir, name string, yield func
 	if err != nil {
 		return yield(ObjectInfo{}, s.err("list", prefix, err))
 	}
-	entries, err := f.ReadDir(-1)
+	// Only the names are kept while the folder is listed (a data folder of
+	// a large repository holds 100k objects): read in batches, each entry
+	// becomes its sort key, the name with "/" for a folder, since a folder
+	// "a" holds keys "a/...", which sort after "a-c" and "a.b" because '/'
+	// is greater than '-' and '.'.
+	var names []string
+	for {
+		batch, err := f.ReadDir(1024)
+		for _, e := range batch {
+			n := e.Name()
+			if !strings.HasPrefix(n, name) || strings.HasPrefix(n, fsTmpPrefix) {
+				continue
+			}
+			if e.IsDir() {
+				n += "/"
+			}
+			names = append(names, n)
+		}
+		if err == io.EOF || err == nil && len(batch) == 0 {
+			break
+		}
+		if err != nil && !notExist(err) {
+			f.Close()
+			return yield(ObjectInfo{}, s.err("list", prefix, err))
+		}
+		if err != nil {
+			break
+		}
+	}
 	f.Close()
-	if err != nil && !notExist(err) {
-		return yield(ObjectInfo{}, s.err("list", prefix, err))
-	}
-	// Sort as the keys sort: a folder "a" holds keys "a/...", which sort
-	// after "a-c" and "a.b" because '/' is greater than '-' and '.'.
-	type ent struct {
-		sortKey string
-		e       fs.DirEntry
-	}
-	ents := make([]ent, 0, len(entries))
-	for _, e := range entries {
-		n := e.Name()
-		if !strings.HasPrefix(n, name) || strings.HasPrefix(n, fsTmpPrefix) {
-			continue
-		}
-		sk := n
-		if e.IsDir() {
-			sk += "/"
-		}
-		ents = append(ents, ent{sk, e})
-	}
-	entries = nil
-	sort.Slice(ents, func(i, j int) bool { return ents[i].sortKey < ents[j].sortKey })
-	for _, en := range ents {
+	slices.Sort(names)
+	for i, sk := range names {
+		names[i] = "" // the listed names go as they are yielded
 		if err := ctx.Err(); err != nil {
 			return yield(ObjectInfo{}, s.err("list", prefix, err))
 		}
-		key := en.e.Name()
+		base, isDir := strings.CutSuffix(sk, "/")
+		key := base
 		if dir != "" {
-			key = dir + "/" + key
+			key = dir + "/" + base
 		}
-		if en.e.IsDir() {
+		if isDir {
 			if !s.walk(ctx, prefix, key, "", yield) {
 				return false
 			}
 			continue
 		}
-		fi, err := en.e.Info()
+		fi, err := os.Lstat(filepath.Join(path, base))
 		if err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-			fi, err = os.Stat(filepath.Join(path, en.e.Name()))
+			fi, err = os.Stat(filepath.Join(path, base))
 		}
 		if notExist(err) {
 			continue // deleted while listing
