@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 )
@@ -69,4 +70,17 @@ func TestRestoreFileDirectOddSize(t *testing.T) {
 	copy(data[3*testBS:], randBytes(2, len(data)-3*testBS))
 	v := backupBytes(t, r, "vol", data, BackupOptions{})
 	require.True(t, bytes.Equal(data, restoreBytes(t, r, v.ID)), "restored bytes equal the backed-up bytes")
+}
+
+func TestAlignPlaintextAlignsTheNextRead(t *testing.T) {
+	body := make([]byte, 2*directAlign, 3*directAlign+64)
+	for _, hdr := range []int{1, 29, directAlign} {
+		plain := body[hdr:]
+		next := alignPlaintext(body, plain)
+		require.GreaterOrEqual(t, cap(next), cap(body), "header %d: the buffer keeps its capacity", hdr)
+		require.Zero(t, (uintptr(unsafe.Pointer(unsafe.SliceData(next[:1])))+uintptr(hdr))%directAlign,
+			"header %d: the plaintext of the next object read into it starts aligned", hdr)
+		require.Zero(t, (uintptr(unsafe.Pointer(unsafe.SliceData(alignPlaintext(next[:hdr+1], next[hdr:hdr+1]))))+uintptr(hdr))%directAlign,
+			"header %d: an aligned buffer stays", hdr)
+	}
 }

@@ -175,6 +175,8 @@ func (r *Repository) restoreBlock(ctx context.Context, v *Version, i int, off in
 	}
 	if !inPlace {
 		b[1] = plain
+	} else if len(plain) > 0 {
+		b[0] = alignPlaintext(body, plain)
 	}
 	if _, err := w.WriteAt(plain, off); err != nil {
 		return fmt.Errorf("write at offset %d: %w", off, err)
