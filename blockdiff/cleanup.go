@@ -137,13 +137,13 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 		return nil, err
 	}
 	defer data.close()
-	idxNext, idxStop, idxDamaged, err := r.cleanupIndex(ctx, scan, opts.TempDir)
+	idx, err := r.sortedIndex(ctx, scan, opts.TempDir)
 	if err != nil {
 		return nil, err
 	}
-	defer idxStop()
+	defer idx.stop()
 	var indexed, keep int
-	err = joinMarks(data, marks, idxNext, func(j *joinRow) error {
+	err = joinMarks(data, marks, idx.next, func(j *joinRow) error {
 		if j.inIndex {
 			indexed++
 		}
@@ -178,10 +178,11 @@ func (r *Repository) Cleanup(ctx context.Context, opts CleanupOptions) (*Cleanup
 	if err != nil {
 		return nil, err
 	}
-	damagedIdx := idxDamaged()
+	damagedIdx := idx.damaged()
 	res.DamagedSegments = damagedIdx
 	data.close()
 	sorter.close()
+	idx.stop()
 	if err := sw.flush(); err != nil {
 		return nil, err
 	}

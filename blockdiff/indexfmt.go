@@ -376,7 +376,40 @@ func (r *Repository) openFrame(g *genDir, i int, body []byte) ([]indexEntry, err
 	if err != nil {
 		return nil, err
 	}
-	entries, err := decodeIndex(plain)
+	return checkFrame(g, i, key, plain, nil)
+}
+
+// openFrameInPlace is openFrame that decrypts body in place (it must be the
+// caller's to change) and decodes the entries into ents[:0], for a reader
+// of whole packs that reuses its buffers.
+func (r *Repository) openFrameInPlace(g *genDir, i int, body []byte, ents []indexEntry) ([]indexEntry, error) {
+	f := g.frames[i]
+	key := frameAADKey(g.packs[f.pack].key, int(f.num))
+	plain, flags, err := r.codec.unseal(key, body)
+	if err != nil {
+		return nil, err
+	}
+	if flags&flagZstd != 0 { // cairn seals frames without zstd; another writer may not
+		if plain, err = r.codec.decompress(key, plain, nil, true); err != nil {
+			return nil, err
+		}
+	}
+	return checkFrame(g, i, key, plain, ents)
+}
+
+// checkFrame decodes the plaintext of frame i of g (sealed under key) into
+// ents[:0] and checks it against the directory.
+func checkFrame(g *genDir, i int, key string, plain []byte, ents []indexEntry) ([]indexEntry, error) {
+	f := g.frames[i]
+	entries := ents[:0]
+	err := walkIndex(plain, func(n uint64) {
+		if uint64(cap(entries)) < n {
+			entries = make([]indexEntry, 0, n)
+		}
+	}, func(e indexEntry) error {
+		entries = append(entries, e)
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", key, err)
 	}
@@ -413,8 +446,9 @@ type indexScan struct {
 	// compacted generations (directories) of the listing.
 	Segments, Generations int
 
-	segs []string // uncompacted segment keys
-	dirs []string // generation names with a directory
+	segs     []string // uncompacted segment keys
+	segSizes []int64  // and their sizes as listed
+	dirs     []string // generation names with a directory
 }
 
 // scanIndex lists index/ once and returns the view of it. Nothing is read
@@ -431,6 +465,7 @@ func (r *Repository) scanIndex(ctx context.Context) (*indexScan, error) {
 			continue
 		case keySegment:
 			s.segs = append(s.segs, info.Key)
+			s.segSizes = append(s.segSizes, info.Size)
 		case keyDir:
 			s.dirs = append(s.dirs, gen)
 		}
@@ -496,8 +531,9 @@ func (s *indexScan) Entries(ctx context.Context) iter.Seq2[indexEntry, error] {
 }
 
 // genEntries iterates the entries of one generation, a pack at a time (the
-// next pack is fetched while this one is iterated). Damaged frames and
-// missing or short packs are skipped and recorded in s.Damaged.
+// next pack is fetched while this one is iterated, into the buffer of the
+// one before: two pack buffers in all, and one frame's entries). Damaged
+// frames and missing or short packs are skipped and recorded in s.Damaged.
 func (s *indexScan) genEntries(ctx context.Context, g *genDir) iter.Seq2[indexEntry, error] {
 	return func(yield func(indexEntry, error) bool) {
 		type fetched struct {
@@ -506,23 +542,29 @@ func (s *indexScan) genEntries(ctx context.Context, g *genDir) iter.Seq2[indexEn
 		}
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		fetch := func(p int) <-chan fetched {
+		fetch := func(p int, buf []byte) <-chan fetched {
 			ch := make(chan fetched, 1)
+			if size := g.packs[p].size + 1; int64(cap(buf)) < size {
+				buf = make([]byte, 0, size) // +1: the read sees the end without growing
+			}
 			go func() {
-				body, err := s.r.readInto(ctx, g.packs[p].key, nil, g.packs[p].size+1)
+				body, err := s.r.readInto(ctx, g.packs[p].key, buf, g.packs[p].size+1)
 				ch <- fetched{body, err}
 			}()
 			return ch
 		}
 		var next <-chan fetched
 		if len(g.packs) > 0 {
-			next = fetch(0)
+			next = fetch(0, nil)
 		}
+		var spare []byte // the buffer of the pack before this one
+		var ents []indexEntry
 		for p := range g.packs {
 			got := <-next
 			if p+1 < len(g.packs) {
-				next = fetch(p + 1)
+				next = fetch(p+1, spare)
 			}
+			spare = got.body
 			pk := &g.packs[p]
 			if errors.Is(got.err, objstore.ErrNotExist) || got.err == nil && int64(len(got.body)) != pk.size || isDamage(got.err) {
 				s.r.log.Warn("missing or damaged index pack: its entries are treated as absent", "pack", pk.key, "err", got.err)
@@ -536,11 +578,12 @@ func (s *indexScan) genEntries(ctx context.Context, g *genDir) iter.Seq2[indexEn
 			bad := false
 			for i := pk.first; i < pk.first+pk.frames; i++ {
 				f := g.frames[i]
-				entries, err := s.r.openFrame(g, i, got.body[f.off:f.off+f.size])
+				entries, err := s.r.openFrameInPlace(g, i, got.body[f.off:f.off+f.size], ents)
 				if err != nil {
 					bad = true
 					continue
 				}
+				ents = entries
 				for _, e := range entries {
 					if !yield(e, nil) {
 						return

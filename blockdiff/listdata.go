@@ -9,6 +9,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/cairn-backup/cairn/objstore"
 )
 
 // dataObj is one listed data object.
@@ -21,17 +23,42 @@ type dataObj struct {
 func (d dataObj) modTime() time.Time { return time.Unix(0, d.mod) }
 
 const (
-	// listConcurrency bounds the data/xx/ prefixes listed at once.
-	listConcurrency = 16
-	dataObjSize     = 32 + 8 + 8
+	// listConcurrency bounds the data/xx/ prefixes listed at once: 16 for
+	// a remote store, whose List is a page of keys at a time and whose
+	// latency the parallel listings hide; 4 for a local file store
+	// (localStore), whose List of a prefix reads and sorts its whole
+	// folder (about 160 bytes an object while it is listed: a data/xx/
+	// folder of a 100 TiB repository holds 100k objects) and is bound by
+	// the file system's CPU and disk rather than by latency.
+	listConcurrency      = 16
+	listConcurrencyLocal = 4
+	dataObjSize          = 32 + 8 + 8
 )
+
+// localStore reports whether s (or a store it wraps: Guard's, or any store
+// with an Unwrap() Store method) is the file backend, which alone keeps
+// temporary files of its own (objstore.TempRemover).
+func localStore(s objstore.Store) bool {
+	for s != nil {
+		if _, ok := s.(objstore.TempRemover); ok {
+			return true
+		}
+		u, ok := s.(interface{ Unwrap() objstore.Store })
+		if !ok {
+			return false
+		}
+		s = u.Unwrap()
+	}
+	return false
+}
 
 // listSpill is how many objects of one prefix a lister keeps in memory
 // before it spills them to a temporary file. (A variable for tests.)
 var listSpill = 16 << 10
 
 // dataLister lists data/ in ID order: the 256 prefixes data/00/ ..
-// data/ff/ are listed in parallel (at most listConcurrency at a time, each
+// data/ff/ are listed in parallel (at most listConcurrency at a time, or
+// listConcurrencyLocal for a file store, each
 // listed ahead of the consumer holds at most listSpill objects in memory
 // and spills the rest to a temporary file) and yielded in prefix order. The
 // store's List returns keys in order within a prefix; dataLister checks it
@@ -44,6 +71,7 @@ type dataLister struct {
 	dir    string
 	parts  [256]chan *listPart
 	sem    chan struct{}
+	free   chan []dataObj // in-memory buffers of parts the consumer is done with
 	cur    *listPart
 	pos    int // next prefix to yield
 	last   ID
@@ -67,7 +95,11 @@ type listPart struct {
 // listData starts listing data/; close the lister when done.
 func (r *Repository) listData(ctx context.Context, tmp string) (*dataLister, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	l := &dataLister{ctx: ctx, cancel: cancel, dir: tmp, sem: make(chan struct{}, listConcurrency)}
+	conc := listConcurrency
+	if localStore(r.store) {
+		conc = listConcurrencyLocal
+	}
+	l := &dataLister{ctx: ctx, cancel: cancel, dir: tmp, sem: make(chan struct{}, conc), free: make(chan []dataObj, conc+1)}
 	for i := range l.parts {
 		l.parts[i] = make(chan *listPart, 1)
 	}
@@ -81,7 +113,12 @@ func (r *Repository) listData(ctx context.Context, tmp string) (*dataLister, err
 				}
 				return
 			}
-			go func() { l.parts[i] <- r.listPrefix(ctx, fmt.Sprintf("data/%02x/", i), l.spillDir) }()
+			var buf []dataObj
+			select {
+			case buf = <-l.free:
+			default:
+			}
+			go func() { l.parts[i] <- r.listPrefix(ctx, fmt.Sprintf("data/%02x/", i), buf, l.spillDir) }()
 		}
 	}()
 	return l, nil
@@ -101,9 +138,11 @@ func (l *dataLister) spillDir() (string, error) {
 	return l.tmpDir, l.mkdirErr
 }
 
-// listPrefix lists one prefix into a listPart.
-func (r *Repository) listPrefix(ctx context.Context, prefix string, spillDir func() (string, error)) *listPart {
-	p := &listPart{}
+// listPrefix lists one prefix into a listPart, its objects in memory in
+// buf[:0] (a buffer of a part done with, reused: the buffers of a large
+// repository grow to listSpill once) up to listSpill.
+func (r *Repository) listPrefix(ctx context.Context, prefix string, buf []dataObj, spillDir func() (string, error)) *listPart {
+	p := &listPart{mem: buf[:0]}
 	var w *bufio.Writer
 	var f *os.File
 	var last ID
@@ -195,8 +234,13 @@ func (l *dataLister) next() (dataObj, bool, error) {
 			return dataObj{}, false, err
 		}
 		if !ok {
+			buf := l.cur.mem[:0]
 			l.cur.close()
 			l.cur = nil
+			select {
+			case l.free <- buf: // for the next prefix listed
+			default:
+			}
 			<-l.sem // the next prefix may start
 			continue
 		}

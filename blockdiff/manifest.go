@@ -313,24 +313,45 @@ func encodeIndex(entries []indexEntry) []byte {
 
 // decodeIndex parses an index segment's plaintext.
 func decodeIndex(b []byte) ([]indexEntry, error) {
+	var out []indexEntry
+	err := walkIndex(b, func(n uint64) { out = make([]indexEntry, 0, n) }, func(e indexEntry) error {
+		out = append(out, e)
+		return nil
+	})
+	return out, err
+}
+
+// walkIndex decodes an index segment's plaintext as decodeIndex does, but
+// calls each with every entry in turn instead of returning them all (size,
+// when not nil, first with their number), so that a large segment costs
+// its plaintext only. The entries are only known to be right when walkIndex
+// returns nil: the checksum is checked first, the encoding as it goes.
+func walkIndex(b []byte, size func(n uint64), each func(indexEntry) error) error {
 	body, err := checkTrailer(b, indexMagic)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	d := decoder{b: body[5:]}
 	count := d.uvarint()
 	if d.err == nil && count > uint64(len(d.b))/34 {
-		return nil, fmt.Errorf("index claims %d entries in %d bytes: %w", count, len(d.b), ErrCorrupt)
+		return fmt.Errorf("index claims %d entries in %d bytes: %w", count, len(d.b), ErrCorrupt)
 	}
-	out := make([]indexEntry, 0, count)
+	if d.err == nil && size != nil {
+		size(count)
+	}
 	for i := uint64(0); i < count && d.err == nil; i++ {
 		e := indexEntry{ID: d.id()}
 		e.Stored = int64(d.uvarint() & (1<<62 - 1))
 		e.Length = int64(d.uvarint() & (1<<62 - 1))
-		out = append(out, e)
+		if d.err != nil {
+			break
+		}
+		if err := each(e); err != nil {
+			return err
+		}
 	}
 	if d.err == nil && len(d.b) != 0 {
-		return nil, fmt.Errorf("index has %d trailing bytes: %w", len(d.b), ErrCorrupt)
+		return fmt.Errorf("index has %d trailing bytes: %w", len(d.b), ErrCorrupt)
 	}
-	return out, d.err
+	return d.err
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"container/heap"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -23,10 +24,12 @@ import (
 // with the listing of data/ (in key order, so in ID order: dataLister) and
 // with the index (in ID order: indexScan.Entries).
 
-// markRec is one object of the marking.
+// markRec is one object of the marking (or, in sortedIndex's runs, one
+// index entry).
 type markRec struct {
 	id     ID
 	length uint32 // plaintext length a manifest records (at most MaxBlockSize*4)
+	stored uint32 // stored size an index entry records (sortedIndex); 0 in marks
 	flags  uint8  // markRef, markValid
 }
 
@@ -37,13 +40,16 @@ const (
 )
 
 const (
-	markRecSize = 32 + 4 + 1
+	markRecSize = 32 + 4 + 4 + 1
 )
 
 var (
 	// markRunSize is how many records a sorter holds before it spills a
-	// run: 1M records of 40 bytes, 40 MiB. (A variable for tests.)
-	markRunSize = 1 << 20
+	// run: 256Ki records of 44 bytes, 11 MiB, so that the fixed part of a
+	// cleanup's memory stays small (a larger buffer saves no I/O: every
+	// record is written once to a run and read once more per merge pass).
+	// (A variable for tests.)
+	markRunSize = 1 << 18
 	// markFanIn bounds the runs merged at once (a 64 KiB buffer each);
 	// more runs are merged in passes.
 	markFanIn = 64
@@ -56,6 +62,9 @@ func cmpMark(a, b markRec) int { return bytes.Compare(a.id[:], b.id[:]) }
 func mergeMark(a *markRec, b markRec) {
 	if a.length == 0 {
 		a.length = b.length
+	}
+	if a.stored == 0 {
+		a.stored = b.stored
 	}
 	a.flags |= b.flags
 }
@@ -160,8 +169,9 @@ func writeRun(name string, recs func(yield func(markRec) bool)) error {
 	var b [markRecSize]byte
 	for m := range recs {
 		copy(b[:32], m.id[:])
-		b[32], b[33], b[34], b[35] = byte(m.length>>24), byte(m.length>>16), byte(m.length>>8), byte(m.length)
-		b[36] = m.flags
+		binary.BigEndian.PutUint32(b[32:], m.length)
+		binary.BigEndian.PutUint32(b[36:], m.stored)
+		b[40] = m.flags
 		if _, err := w.Write(b[:]); err != nil {
 			break
 		}
@@ -228,8 +238,9 @@ func (rr *runReader) next() (markRec, bool, error) {
 	}
 	var m markRec
 	copy(m.id[:], rr.buf[:32])
-	m.length = uint32(rr.buf[32])<<24 | uint32(rr.buf[33])<<16 | uint32(rr.buf[34])<<8 | uint32(rr.buf[35])
-	m.flags = rr.buf[36]
+	m.length = binary.BigEndian.Uint32(rr.buf[32:])
+	m.stored = binary.BigEndian.Uint32(rr.buf[36:])
+	m.flags = rr.buf[40]
 	return m, true, nil
 }
 
@@ -286,7 +297,7 @@ func (m *mergeHeap) next() (markRec, bool, error) {
 	out := m.tops[m.h[0]]
 	for len(m.h) > 0 && m.tops[m.h[0]].id == out.id {
 		i := m.h[0]
-		if m.tops[i].flags != out.flags || m.tops[i].length != out.length {
+		if m.tops[i].flags != out.flags || m.tops[i].length != out.length || m.tops[i].stored != out.stored {
 			mergeMark(&out, m.tops[i])
 		}
 		rec, ok, err := m.srcs[i].next()

@@ -58,12 +58,11 @@ func (r *Repository) RepairIndex(ctx context.Context, opts RepairIndexOptions) (
 	}
 	res.SegmentsBefore = old.Segments + old.Generations
 	// Which index objects are damaged is only reported: all of them go.
-	for _, err := range old.Entries(ctx) {
-		if err != nil {
-			return nil, err
-		}
+	damaged, err := r.damagedIndex(ctx, old)
+	if err != nil {
+		return nil, err
 	}
-	res.DamagedSegments = append(res.DamagedSegments, old.Damaged...)
+	res.DamagedSegments = append(res.DamagedSegments, damaged...)
 
 	versions, err := r.List(ctx, Filter{})
 	if err != nil {

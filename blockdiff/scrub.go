@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"iter"
 	mrand "math/rand/v2"
 	"slices"
 	"strings"
@@ -173,14 +172,21 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubReport
 	if err != nil {
 		return nil, fmt.Errorf("blockdiff: %s: %w", op, err)
 	}
-	bad, checkedBytes, err := r.checkObjects(ctx, &sampleSource{src: src, n: n, k: k}, k, scan, opts)
+	idx, err := r.sortedIndex(ctx, scan, opts.TempDir)
 	if err != nil {
 		return nil, fmt.Errorf("blockdiff: %s: %w", op, err)
 	}
-	if len(scan.Damaged) > 0 {
-		rep.DamagedSegments = scan.Damaged
-		r.log.Error("damaged index objects (backups treat them as absent; run cleanup or repair index)", "objects", scan.Damaged)
+	defer idx.stop()
+	bad, checkedBytes, err := r.checkObjects(ctx, &sampleSource{src: src, n: n, k: k}, k, idx.next, opts)
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: %s: %w", op, err)
 	}
+	if damaged := idx.damaged(); len(damaged) > 0 {
+		rep.DamagedSegments = damaged
+		r.log.Error("damaged index objects (backups treat them as absent; run cleanup or repair index)", "objects", damaged)
+	}
+	idx.stop()
+	sorter.close()
 	rep.ObjectsChecked, rep.BytesChecked = int(k), checkedBytes
 	if len(bad) > 0 {
 		if err := r.markDamaged(ctx, bad, rep, op); err != nil {
@@ -196,7 +202,7 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubReport
 		r.log.Warn("could not release the scrub lock", "err", err)
 	}
 	if len(bad) > 0 {
-		if err := r.dropFromIndex(ctx, bad); err != nil {
+		if err := r.dropFromIndex(ctx, bad, opts.TempDir); err != nil {
 			r.log.Warn("damaged objects are still in the index (cleanup will drop them)", "err", err)
 		} else {
 			rep.IndexRepaired = true
@@ -274,13 +280,13 @@ type damage struct {
 	problem, detail string
 }
 
-// checkObjects checks the k objects of src (in ID order) and returns the
-// damaged ones. Errors other than a missing or undecodable object abort the
+// checkObjects checks the k objects of src (in ID order) against the index
+// idxNext (sortedIndex's, in ID order) and returns the damaged ones. Errors other than a missing or undecodable object abort the
 // check: they say nothing about the object. A light check of more than
 // 1,000 objects merge-joins them with one listing of data/; fewer are
 // Stat'ed one by one. Sizes are checked against the index's entries, read
 // in ID order alongside.
-func (r *Repository) checkObjects(ctx context.Context, src markSource, k int64, scan *indexScan, opts ScrubOptions) (map[ID]damage, int64, error) {
+func (r *Repository) checkObjects(ctx context.Context, src markSource, k int64, idxNext func() (indexEntry, error, bool), opts ScrubOptions) (map[ID]damage, int64, error) {
 	var mu sync.Mutex
 	bad := map[ID]damage{}
 	var bytes, done atomic.Int64
@@ -296,8 +302,6 @@ func (r *Repository) checkObjects(ctx context.Context, src markSource, k int64, 
 			opts.Progress(n, k)
 		}
 	}
-	idxNext, idxStop := iter.Pull2(scan.Entries(ctx))
-	defer idxStop()
 	if !opts.Deep && k > scrubListThreshold {
 		data, err := r.listData(ctx, opts.TempDir)
 		if err != nil {
@@ -549,8 +553,9 @@ func damagedBlocks(v *Version, bad map[ID]damage) []Damage {
 
 // dropFromIndex rewrites, under the exclusive lock, every index segment that
 // lists a bad object without it (new segment first, then the old one goes);
-// an index with compacted generations is compacted again without them.
-func (r *Repository) dropFromIndex(ctx context.Context, bad map[ID]damage) error {
+// an index with compacted generations is compacted again without them (its
+// segments through sorted runs in tmp, as cleanup reads them).
+func (r *Repository) dropFromIndex(ctx context.Context, bad map[ID]damage, tmp string) error {
 	lock, err := r.lock(ctx, LockExclusive, "scrub: index repair", min(r.opts.LockWait, time.Minute))
 	if err != nil {
 		return err
@@ -564,8 +569,17 @@ func (r *Repository) dropFromIndex(ctx context.Context, bad map[ID]damage) error
 		// A compacted generation cannot lose one entry: the index is
 		// compacted again without the damaged objects (streamed in ID
 		// order, as cleanup does), then the old index objects go.
+		idx, err := r.sortedIndex(ctx, scan, tmp)
+		if err != nil {
+			return err
+		}
+		defer idx.stop()
 		kept := func(yield func(indexEntry, error) bool) {
-			for e, err := range scan.Entries(ctx) {
+			for {
+				e, err, ok := idx.next()
+				if !ok && err == nil {
+					return
+				}
 				if err == nil {
 					if _, ok := bad[e.ID]; ok {
 						continue

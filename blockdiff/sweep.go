@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 
 	"github.com/cairn-backup/cairn/objstore"
+	"github.com/klauspost/compress/zstd"
+	"github.com/zeebo/blake3"
 )
 
 // joinRow is one object of a merge-join of the marks, the listing of data/
@@ -309,70 +311,91 @@ func (s *sweepFiles) close() {
 	}
 }
 
-// cleanupIndex returns the index of scan in ID order for cleanup, without
-// holding the uncompacted segments in memory as indexScan.Entries does (in
-// a repository of format 1 or 2 they are the whole index, tens of millions
-// of entries): the segments are read one at a time into sorted runs on
-// local disk (markSorter; only an entry's ID and length are kept, which is
-// all cleanup uses), and merged with the entries of the generations, a
-// segment's entry winning over a generation's for the same ID. damaged
-// reports the damaged segments and, once the stream ended, the damaged
-// objects of the generations.
-func (r *Repository) cleanupIndex(ctx context.Context, scan *indexScan, tmp string) (next func() (indexEntry, error, bool), stop func(), damaged func() []string, err error) {
+// indexStream is an index in ID order (sortedIndex).
+type indexStream struct {
+	// next returns the next entry, false at the end.
+	next func() (indexEntry, error, bool)
+	// stop ends the stream and removes its temporary files.
+	stop func()
+	// damaged lists the damaged segments and, once the stream ended, the
+	// damaged objects of the generations.
+	damaged func() []string
+}
+
+// sortedIndex returns the index of scan in ID order, for cleanup, scrub and
+// repair, without holding the uncompacted segments in memory as
+// indexScan.Entries does (in a repository of format 1 or 2 they are the
+// whole index, tens of millions of entries): the segments are read one at a
+// time (segmentReader), each walked into sorted runs on local disk
+// (markSorter: an entry's ID, stored size and length, each at most 2^32-1),
+// and merged with the entries of the generations, a segment's entry winning
+// over a generation's for the same ID. Memory: one segment's sealed bytes
+// (about 32 MiB for 2^20 entries), the sorter's buffer (markRunSize
+// records), and two packs of the generations (genEntries).
+func (r *Repository) sortedIndex(ctx context.Context, scan *indexScan, tmp string) (*indexStream, error) {
 	sorter := newMarkSorter(tmp)
-	var mu sync.Mutex
 	var segDamaged []string
-	sem := make(chan struct{}, 1) // a segment of 2^20 entries takes about 150 MB while decoded: one at a time
-	err = r.parallel(ctx, len(scan.segs), func(ctx context.Context, i int) error {
-		sem <- struct{}{}
-		defer func() { <-sem }()
-		key := scan.segs[i]
-		plain, err := r.getMeta(ctx, key)
-		if errors.Is(err, objstore.ErrNotExist) {
-			return nil
+	seg, err := newSegmentReader()
+	if err != nil {
+		sorter.close()
+		return nil, err
+	}
+	defer seg.close()
+	batch := make([]markRec, 0, 4096)
+	for i, key := range scan.segs {
+		if err := ctx.Err(); err != nil {
+			sorter.close()
+			return nil, err
 		}
-		var entries []indexEntry
+		err := seg.read(ctx, r, key, scan.segSizes[i])
+		if errors.Is(err, objstore.ErrNotExist) {
+			continue
+		}
 		if err == nil {
-			if entries, err = decodeIndex(plain); err != nil {
+			// Checked whole first, so that a damaged segment adds nothing.
+			if err = seg.walk(nil); err != nil {
 				err = fmt.Errorf("blockdiff: %s: %w", key, err)
 			}
 		}
 		if isDamage(err) {
 			r.log.Warn("damaged index segment: treated as absent (cleanup replaces it)", "segment", key, "err", err)
-			mu.Lock()
 			segDamaged = append(segDamaged, key)
-			mu.Unlock()
-			return nil
+			continue
 		}
 		if err != nil {
-			return err
+			sorter.close()
+			return nil, err
 		}
-		batch := make([]markRec, 0, min(len(entries), 4096))
-		for _, e := range entries {
-			batch = append(batch, markRec{id: e.ID, length: uint32(min(e.Length, math.MaxUint32)), flags: markRef})
-			if len(batch) == cap(batch) {
-				if err := sorter.add(batch); err != nil {
-					return err
-				}
-				batch = batch[:0]
+		batch = batch[:0]
+		err = seg.walk(func(e indexEntry) error {
+			batch = append(batch, markRec{id: e.ID, length: uint32(min(e.Length, math.MaxUint32)),
+				stored: uint32(min(e.Stored, math.MaxUint32)), flags: markRef})
+			if len(batch) < cap(batch) {
+				return nil
 			}
+			err := sorter.add(batch)
+			batch = batch[:0]
+			return err
+		})
+		if err == nil {
+			err = sorter.add(batch)
 		}
-		return sorter.add(batch)
-	})
-	if err != nil {
-		sorter.close()
-		return nil, nil, nil, err
+		if err != nil {
+			sorter.close()
+			return nil, fmt.Errorf("blockdiff: %s: %w", key, err)
+		}
 	}
+	seg.close()
 	segs, err := sorter.finish()
 	if err != nil {
 		sorter.close()
-		return nil, nil, nil, err
+		return nil, err
 	}
 	gens := &indexScan{r: r, dirs: scan.dirs, Generations: scan.Generations}
 	genNext, genStop := iter.Pull2(gens.Entries(ctx))
 	sm, sOK, serr := segs.next()
 	ge, gerr, gOK := genNext()
-	next = func() (indexEntry, error, bool) {
+	next := func() (indexEntry, error, bool) {
 		switch {
 		case serr != nil:
 			return indexEntry{}, serr, false
@@ -382,7 +405,7 @@ func (r *Repository) cleanupIndex(ctx context.Context, scan *indexScan, tmp stri
 			return indexEntry{}, nil, false
 		}
 		if sOK && (!gOK || compareID(sm.id, ge.ID) <= 0) {
-			out := indexEntry{ID: sm.id, Length: int64(sm.length)}
+			out := indexEntry{ID: sm.id, Stored: int64(sm.stored), Length: int64(sm.length)}
 			if gOK && ge.ID == sm.id {
 				ge, gerr, gOK = genNext()
 			}
@@ -393,12 +416,198 @@ func (r *Repository) cleanupIndex(ctx context.Context, scan *indexScan, tmp stri
 		ge, gerr, gOK = genNext()
 		return out, nil, true
 	}
-	stop = func() {
-		genStop()
-		sorter.close()
+	return &indexStream{
+		next: next,
+		stop: func() {
+			genStop()
+			sorter.close()
+		},
+		damaged: func() []string { return append(slices.Clone(segDamaged), gens.Damaged...) },
+	}, nil
+}
+
+// segmentReader reads uncompacted segments one after the other, in
+// memory their sealed bytes only: the body buffer is reused from one segment
+// to the next (grown to the listed size first, so that a read does not grow
+// it by steps), decrypted in place, and a compressed plaintext is decoded as
+// it is walked (once to check it, once more to use it) rather than whole.
+type segmentReader struct {
+	body    []byte
+	payload []byte // the plaintext, or its zstd frame when compressed
+	zstd    bool
+	dec     *zstd.Decoder
+}
+
+func newSegmentReader() (*segmentReader, error) {
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxMemory(maxMetaSize))
+	if err != nil {
+		return nil, fmt.Errorf("blockdiff: zstd: %w", err)
 	}
-	damaged = func() []string {
-		return append(slices.Clone(segDamaged), gens.Damaged...)
+	return &segmentReader{dec: dec}, nil
+}
+
+// read reads and unseals the segment at key (listed with size bytes).
+func (s *segmentReader) read(ctx context.Context, r *Repository, key string, size int64) error {
+	s.payload, s.zstd = nil, false
+	if size > 0 && size <= maxMetaSize+1024 && int64(cap(s.body)) < size+1 {
+		// +1: the read sees its end without growing; and room for the
+		// next segments, which are about as large (2^20 entries each
+		// when a cleanup of format 1 or 2 wrote them)
+		s.body = make([]byte, 0, min(size+size/16+1, maxMetaSize+1025))
 	}
-	return next, stop, damaged, nil
+	body, err := r.readInto(ctx, key, s.body, maxMetaSize+1024)
+	if err != nil {
+		return err
+	}
+	s.body = body
+	payload, flags, err := r.codec.unseal(key, body)
+	if err != nil {
+		return fmt.Errorf("blockdiff: %w", err)
+	}
+	s.payload, s.zstd = payload, flags&flagZstd != 0
+	return nil
+}
+
+// walk calls each (when not nil) with every entry of the segment read; it
+// checks the whole encoding and checksum as walkIndex does, but those of a
+// compressed segment only at its end: walk it once with nil first.
+func (s *segmentReader) walk(each func(indexEntry) error) error {
+	if each == nil {
+		each = func(indexEntry) error { return nil }
+	}
+	if !s.zstd {
+		return walkIndex(s.payload, nil, each)
+	}
+	if err := s.dec.Reset(bytes.NewReader(s.payload)); err != nil {
+		return fmt.Errorf("zstd: %v: %w", err, ErrCorrupt)
+	}
+	return walkIndexStream(s.dec, each)
+}
+
+func (s *segmentReader) close() {
+	if s.dec != nil {
+		s.dec.Close()
+		s.dec = nil
+	}
+	s.body, s.payload = nil, nil
+}
+
+// walkIndexStream is walkIndex over a stream of a segment's plaintext:
+// every read error is damage (the stream decodes bytes held in memory), and
+// the checksum is checked at the end.
+func walkIndexStream(r io.Reader, each func(indexEntry) error) error {
+	th := &tailHasher{h: blake3.New()}
+	br := bufio.NewReaderSize(io.TeeReader(r, th), 64<<10)
+	bad := func(what string, err error) error {
+		return fmt.Errorf("index %s: %v: %w", what, err, ErrCorrupt)
+	}
+	var head [5]byte
+	if _, err := io.ReadFull(br, head[:]); err != nil {
+		return bad("header", err)
+	}
+	if !bytes.Equal(head[:4], indexMagic) {
+		return fmt.Errorf("bad magic or too short: %w", ErrCorrupt)
+	}
+	if head[4] != 1 {
+		return fmt.Errorf("format %d: %w", head[4], ErrUnsupportedFormat)
+	}
+	count, err := binary.ReadUvarint(br)
+	if err != nil {
+		return bad("count", err)
+	}
+	id := make([]byte, len(ID{})) // one buffer: e.ID[:] given to ReadFull would move every e to the heap
+	for range count {
+		var e indexEntry
+		if _, err := io.ReadFull(br, id); err != nil {
+			return bad("entry", err)
+		}
+		copy(e.ID[:], id)
+		stored, err := binary.ReadUvarint(br)
+		if err != nil {
+			return bad("entry", err)
+		}
+		length, err := binary.ReadUvarint(br)
+		if err != nil {
+			return bad("entry", err)
+		}
+		e.Stored, e.Length = int64(stored&(1<<62-1)), int64(length&(1<<62-1))
+		if err := each(e); err != nil {
+			return err
+		}
+	}
+	var trailer [32]byte
+	if _, err := io.ReadFull(br, trailer[:]); err != nil {
+		return bad("trailer", err)
+	}
+	switch _, err := br.ReadByte(); {
+	case err == nil:
+		return fmt.Errorf("index has trailing bytes: %w", ErrCorrupt)
+	case err != io.EOF:
+		return bad("end", err)
+	}
+	if !bytes.Equal(th.h.Sum(nil), th.tail[:th.n]) || th.n != len(trailer) {
+		return fmt.Errorf("checksum mismatch: %w", ErrCorrupt)
+	}
+	return nil
+}
+
+// tailHasher hashes what is written to it but its last 32 bytes, which it
+// keeps (a segment's trailer: the checksum of all before it).
+type tailHasher struct {
+	h    *blake3.Hasher
+	tail [32]byte
+	n    int
+}
+
+func (t *tailHasher) Write(p []byte) (int, error) {
+	if len(p) >= len(t.tail) {
+		_, _ = t.h.Write(t.tail[:t.n])
+		_, _ = t.h.Write(p[:len(p)-len(t.tail)])
+		t.n = copy(t.tail[:], p[len(p)-len(t.tail):])
+		return len(p), nil
+	}
+	if drop := t.n + len(p) - len(t.tail); drop > 0 {
+		_, _ = t.h.Write(t.tail[:drop])
+		copy(t.tail[:], t.tail[drop:t.n])
+		t.n -= drop
+	}
+	t.n += copy(t.tail[t.n:], p)
+	return len(p), nil
+}
+
+// damagedIndex reads every index object of scan, a segment at a time and a
+// pack at a time (as sortedIndex does, without sorting anything), and
+// returns the damaged ones. Errors of the store fail it.
+func (r *Repository) damagedIndex(ctx context.Context, scan *indexScan) ([]string, error) {
+	var damaged []string
+	seg, err := newSegmentReader()
+	if err != nil {
+		return nil, err
+	}
+	defer seg.close()
+	for i, key := range scan.segs {
+		err := seg.read(ctx, r, key, scan.segSizes[i])
+		if errors.Is(err, objstore.ErrNotExist) {
+			continue
+		}
+		if err == nil {
+			err = seg.walk(nil)
+		}
+		if isDamage(err) {
+			r.log.Warn("damaged index segment", "segment", key, "err", err)
+			damaged = append(damaged, key)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	gens := &indexScan{r: r, dirs: scan.dirs, Generations: scan.Generations}
+	for _, err := range gens.Entries(ctx) {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return append(damaged, gens.Damaged...), nil
 }
