@@ -55,7 +55,7 @@ func TestSortedIndex(t *testing.T) {
 		seg2 = append(seg2, e)
 		want[e.ID] = e
 	}
-	slices.Reverse(seg2) // segments are in any order
+	slices.Reverse(seg2)  // segments are in any order
 	var seg3 []indexEntry // IDs that compress: the segment is stored with zstd
 	for i := range 2000 {
 		e := indexEntry{Stored: 5, Length: 6}
