@@ -72,9 +72,7 @@ func (d *directWriter) alignedBuf(n int) *[]byte {
 	if bp, ok := d.bufs.Get().(*[]byte); ok && len(*bp) >= n {
 		return bp
 	}
-	raw := make([]byte, n+directAlign)
-	skip := (directAlign - int(uintptr(unsafe.Pointer(&raw[0]))%directAlign)) % directAlign
-	b := raw[skip : skip+n]
+	b := alignedAt(n, 0)[:n]
 	return &b
 }
 
@@ -82,19 +80,10 @@ func (d *directWriter) alignedBuf(n int) *[]byte {
 // owner.
 func (d *directWriter) Close() error { return d.direct.Close() }
 
-// alignPlaintext returns the read buffer for the next block: body's, or a
-// new one of the same capacity in which the plaintext of an uncompressed
-// object, decrypted in place as plain was, starts directAlign-aligned, so
-// that directWriter need not copy it. The header before the plaintext has
-// the same length in every object of a repository: this reallocates at
-// most once per buffer.
-func alignPlaintext(body, plain []byte) []byte {
-	start := uintptr(unsafe.Pointer(unsafe.SliceData(plain)))
-	if start%directAlign == 0 {
-		return body
-	}
-	off := start - uintptr(unsafe.Pointer(unsafe.SliceData(body)))
-	raw := make([]byte, cap(body)+directAlign)
-	skip := (directAlign - (uintptr(unsafe.Pointer(&raw[0]))+off)%directAlign) % directAlign
+// alignedAt returns an empty slice of capacity n whose byte at off is
+// directAlign-aligned.
+func alignedAt(n, off int) []byte {
+	raw := make([]byte, n+directAlign)
+	skip := (directAlign - (int(uintptr(unsafe.Pointer(&raw[0])))+off)%directAlign) % directAlign
 	return raw[skip:skip]
 }

@@ -72,15 +72,11 @@ func TestRestoreFileDirectOddSize(t *testing.T) {
 	require.True(t, bytes.Equal(data, restoreBytes(t, r, v.ID)), "restored bytes equal the backed-up bytes")
 }
 
-func TestAlignPlaintextAlignsTheNextRead(t *testing.T) {
-	body := make([]byte, 2*directAlign, 3*directAlign+64)
-	for _, hdr := range []int{1, 29, directAlign} {
-		plain := body[hdr:]
-		next := alignPlaintext(body, plain)
-		require.GreaterOrEqual(t, cap(next), cap(body), "header %d: the buffer keeps its capacity", hdr)
-		require.Zero(t, (uintptr(unsafe.Pointer(unsafe.SliceData(next[:1])))+uintptr(hdr))%directAlign,
-			"header %d: the plaintext of the next object read into it starts aligned", hdr)
-		require.Zero(t, (uintptr(unsafe.Pointer(unsafe.SliceData(alignPlaintext(next[:hdr+1], next[hdr:hdr+1]))))+uintptr(hdr))%directAlign,
-			"header %d: an aligned buffer stays", hdr)
+func TestAlignedAt(t *testing.T) {
+	for _, off := range []int{0, 1, 13, directAlign, directAlign + 7} {
+		b := alignedAt(3*directAlign, off)
+		require.Zero(t, len(b))
+		require.GreaterOrEqual(t, cap(b), 3*directAlign)
+		require.Zero(t, (uintptr(unsafe.Pointer(unsafe.SliceData(b)))+uintptr(off))%directAlign, "byte %d is aligned", off)
 	}
 }

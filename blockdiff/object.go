@@ -124,6 +124,15 @@ func (c *codec) hash(plain []byte) ID {
 	return id
 }
 
+// headerLen is the length of an object's header, before its payload: the
+// flags byte and, when encrypted, the nonce.
+func (c *codec) headerLen() int {
+	if c.aead != nil {
+		return 1 + nonceSize
+	}
+	return 1
+}
+
 // sealSize is the capacity seal needs for a plaintext of n bytes without
 // reallocating: header, nonce, tag and zstd's worst-case expansion.
 func sealSize(n int) int { return n + n/128 + 1 + nonceSize + tagSize + 1024 }
@@ -133,10 +142,7 @@ func sealSize(n int) int { return n + n/128 + 1 + nonceSize + tagSize + 1024 }
 // it makes the payload smaller, and not tried at all on data whose sampled
 // byte entropy says it is already compressed or random.
 func (c *codec) seal(dst []byte, key string, plain []byte, compress bool) []byte {
-	hdrLen := 1
-	if c.aead != nil {
-		hdrLen += nonceSize
-	}
+	hdrLen := c.headerLen()
 	out := append(dst[:0], make([]byte, hdrLen)...)
 	var flags byte
 	if compress && len(plain) >= 64<<10 && sampledEntropy(plain) > 7.9 {

@@ -157,7 +157,11 @@ func (r *Repository) restoreBlock(ctx context.Context, v *Version, i int, off in
 	}
 	key := dataKey(ref.ID)
 	if cap(b[0]) < sealSize(int(ref.Length)) { // size the worker's buffers once
-		b[0], b[1] = make([]byte, 0, sealSize(int(ref.Length))), make([]byte, 0, ref.Length)
+		// Aligned where a plaintext lands (an uncompressed object's,
+		// decrypted in place behind its header, or a decoded one), so that
+		// a directWriter writes it without a copy.
+		b[0] = alignedAt(sealSize(int(ref.Length)), r.codec.headerLen())
+		b[1] = alignedAt(int(ref.Length), 0)
 	}
 	body, err := r.readInto(ctx, key, b[0], MaxBlockSize+1024)
 	if err != nil {
@@ -175,8 +179,6 @@ func (r *Repository) restoreBlock(ctx context.Context, v *Version, i int, off in
 	}
 	if !inPlace {
 		b[1] = plain
-	} else if len(plain) > 0 {
-		b[0] = alignPlaintext(body, plain)
 	}
 	if _, err := w.WriteAt(plain, off); err != nil {
 		return fmt.Errorf("write at offset %d: %w", off, err)
