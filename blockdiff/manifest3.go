@@ -261,9 +261,17 @@ func (r *Repository) readHeader(ctx context.Context, key string) (*Version, erro
 	}
 	if !isFramedManifest(head) {
 		if len(head) == headPeek { // the object is longer: read it whole, in one consistent Get
-			if head, err = r.readInto(ctx, key, nil, maxMetaSize+1024); err != nil {
-				return nil, err
+			rc, err := r.store.Get(ctx, key, 0, -1)
+			if err != nil {
+				return nil, fmt.Errorf("blockdiff: get %s: %w", key, err)
 			}
+			defer rc.Close()
+			body, release, err := readLegacyManifest(ctx, rc)
+			if err != nil {
+				return nil, fmt.Errorf("blockdiff: read %s: %w", key, err)
+			}
+			defer release()
+			head = body
 		}
 		plain, err := r.codec.open(key, head, nil, true)
 		if err != nil {
@@ -330,10 +338,11 @@ func (r *Repository) scanManifest(ctx context.Context, key string, size func(n u
 	defer rc.Close()
 	br := bufio.NewReaderSize(rc, 64<<10)
 	if magic, _ := br.Peek(5); !isFramedManifest(magic) {
-		body, err := readLimited(br, maxMetaSize+1024)
+		body, release, err := readLegacyManifest(ctx, br)
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", key, err)
 		}
+		defer release()
 		plain, err := r.codec.open(key, body, nil, true)
 		if err != nil {
 			return nil, err
@@ -351,6 +360,40 @@ func (r *Repository) scanManifest(ctx context.Context, key string, size func(n u
 		return nil, err
 	}
 	return v, nil
+}
+
+// Manifests of formats 1 and 2 are one envelope, references included, so
+// that reading one (for its header or its references) takes it whole into
+// memory, then its plaintext. Those up to legacySmall bytes are read as
+// many at a time as the callers run (Transfers), larger ones one at a time
+// in the process (legacyBig), so that marking a repository of large legacy
+// manifests (a 10 TiB volume's is about 100 MB) holds one of them, not
+// Transfers. (legacySmall is a variable for tests.)
+var (
+	legacySmall int64 = 4 << 20
+	legacyBig         = make(chan struct{}, 1)
+)
+
+// readLegacyManifest reads a manifest of format 1 or 2 whole from r; a
+// manifest longer than legacySmall is read on, and must be used, while the
+// caller holds legacyBig: release gives it back (a no-op for a small one).
+func readLegacyManifest(ctx context.Context, r io.Reader) (body []byte, release func(), err error) {
+	release = func() {}
+	body, err = io.ReadAll(io.LimitReader(r, legacySmall+1))
+	if err != nil || int64(len(body)) <= legacySmall {
+		return body, release, err
+	}
+	select {
+	case legacyBig <- struct{}{}:
+	case <-ctx.Done():
+		return nil, release, ctx.Err()
+	}
+	rest, err := readLimited(r, maxMetaSize+1024-int64(len(body)))
+	if err != nil {
+		<-legacyBig
+		return nil, release, err
+	}
+	return append(body, rest...), func() { <-legacyBig }, nil
 }
 
 // readLimited reads r to its end, refusing more than limit bytes.
@@ -483,10 +526,11 @@ func (r *Repository) updateHeader(ctx context.Context, id string, fn func(v *Ver
 	defer rc.Close()
 	br := bufio.NewReaderSize(rc, 64<<10)
 	if magic, _ := br.Peek(5); !isFramedManifest(magic) {
-		body, err := readLimited(br, maxMetaSize+1024)
+		body, release, err := readLegacyManifest(ctx, br)
 		if err != nil {
 			return nil, fmt.Errorf("blockdiff: read %s: %w", key, err)
 		}
+		defer release()
 		plain, err := r.codec.open(key, body, nil, true)
 		if err != nil {
 			return nil, fmt.Errorf("blockdiff: %w", err)
