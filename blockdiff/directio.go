@@ -5,9 +5,8 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
 
 // directAlign is the alignment of O_DIRECT writes: offset, length and
@@ -34,7 +33,10 @@ type directWriter struct {
 // file system does not support it (tmpfs, some FUSE), and the restore
 // writes through f alone.
 func openDirect(f *os.File) *directWriter {
-	direct, err := os.OpenFile(f.Name(), os.O_WRONLY|unix.O_DIRECT, 0)
+	if oDirect == 0 {
+		return nil
+	}
+	direct, err := os.OpenFile(f.Name(), os.O_WRONLY|oDirect, 0)
 	if err != nil {
 		return nil
 	}
@@ -57,7 +59,7 @@ func (d *directWriter) WriteAt(p []byte, off int64) (int, error) {
 		copy(src, p)
 	}
 	n, err := d.direct.WriteAt(src, off)
-	if errors.Is(err, unix.EINVAL) && n == 0 {
+	if errors.Is(err, syscall.EINVAL) && n == 0 {
 		// Some file systems accept O_DIRECT at open and refuse the write.
 		d.off.Store(true)
 		return d.f.WriteAt(p, off)

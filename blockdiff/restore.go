@@ -11,8 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-
-	"golang.org/x/sys/unix"
 )
 
 // RestoreOptions tune a restore.
@@ -141,8 +139,7 @@ func (wb *writeback) written(i int) {
 	}
 	wb.started = hi
 	wb.mu.Unlock()
-	// Best effort: the final fsync writes whatever this did not start.
-	_ = unix.SyncFileRange(wb.fd, lo, hi-lo, unix.SYNC_FILE_RANGE_WRITE)
+	startWriteback(wb.fd, lo, hi-lo)
 }
 
 // restoreBlock fetches, verifies and writes block i; b holds the worker's

@@ -6,13 +6,9 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
-
-// oDirect is O_DIRECT.
-const oDirect = unix.O_DIRECT
 
 // fsChunk is the unit in which the file backend writes an object: large
 // enough for few system calls, a multiple of every disk's sector.
@@ -44,7 +40,7 @@ func copyToFile(f *os.File, r io.Reader) (int64, error) {
 	defer copyBufs.Put(bp)
 	buf := *bp
 	var direct *os.File
-	tried := false
+	tried := oDirect == 0 // no O_DIRECT on this system
 	defer func() {
 		if direct != nil {
 			direct.Close()
@@ -84,7 +80,7 @@ func writeChunk(f *os.File, direct **os.File, p []byte, off int64) error {
 			fsDirectChunks.Add(1)
 			return nil
 		}
-		if !errors.Is(err, unix.EINVAL) || n != 0 {
+		if !errors.Is(err, syscall.EINVAL) || n != 0 {
 			return err
 		}
 		(*direct).Close()
