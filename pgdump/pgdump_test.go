@@ -515,7 +515,18 @@ func TestVerifyClusterDump(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vo := VerifyOptions{Conn: Conn{BinDir: env.BinDir}, Superuser: "cairn"}
+	// A folder of this test's own for the scratch clusters: the check
+	// below must not see those of other tests or test processes. It is
+	// world-searchable, since a root test runs the cluster as postgres.
+	tmp, err := os.MkdirTemp("", "cairn-pg-verify-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	vo := VerifyOptions{Conn: Conn{BinDir: env.BinDir}, Superuser: "cairn", TempDir: tmp}
 	rep, err := Verify(ctx, r, vs[0].ID, vo)
 	if err != nil {
 		t.Fatalf("verify: %v (%+v)", err, rep)
@@ -531,7 +542,7 @@ func TestVerifyClusterDump(t *testing.T) {
 	if _, err := Verify(ctx, r, bad.ID, vo); err == nil || !strings.Contains(err.Error(), "syntax error") {
 		t.Fatalf("verify of a broken dump: %v", err)
 	}
-	left, _ := filepath.Glob(filepath.Join(os.TempDir(), "cairn-pg-scratch-*"))
+	left, _ := filepath.Glob(filepath.Join(tmp, "cairn-pg-scratch-*"))
 	if len(left) > 0 {
 		t.Fatalf("scratch clusters left behind: %v", left)
 	}
