@@ -33,7 +33,10 @@
 // leftovers older than a day by hand if you care). Create links the temporary
 // file to the key, which fails when the key exists, so of concurrent Creates
 // exactly one wins; on file systems without hard links, Create returns
-// ErrNotSupported. List walks folders in key order, holding one folder's
+// ErrNotSupported. On Linux the whole MiB chunks of an object are written
+// with O_DIRECT (objects are read back rarely: the page cache would only
+// cost CPU and evict other pages), the rest through the page cache; the
+// fsync covers both. List walks folders in key order, holding one folder's
 // names in memory at a time, so it scales to millions of keys as long as the
 // caller's keys fan out into folders.
 //
