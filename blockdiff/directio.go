@@ -1,17 +1,15 @@
 package blockdiff
 
 import (
-	"errors"
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
-	"unsafe"
+
+	"github.com/cairn-backup/cairn/internal/directio"
 )
 
-// directAlign is the alignment of O_DIRECT writes: offset, length and
-// memory. 4096 covers disks with 512-byte and 4 KiB logical sectors.
-const directAlign = 4096
+// directAlign is the alignment of O_DIRECT writes.
+const directAlign = directio.Align
 
 // directWriter writes a restore's aligned blocks with O_DIRECT and the rest
 // (a last block of odd length) through the page cache. Restored blocks are
@@ -30,14 +28,11 @@ type directWriter struct {
 }
 
 // openDirect opens f's file again with O_DIRECT. It returns nil when the
-// file system does not support it (tmpfs, some FUSE), and the restore
-// writes through f alone.
+// system or the file system does not support it, and the restore writes
+// through f alone.
 func openDirect(f *os.File) *directWriter {
-	if oDirect == 0 {
-		return nil
-	}
-	direct, err := os.OpenFile(f.Name(), os.O_WRONLY|oDirect, 0)
-	if err != nil {
+	direct := directio.Open(f.Name())
+	if direct == nil {
 		return nil
 	}
 	return &directWriter{f: f, direct: direct}
@@ -49,7 +44,7 @@ func (d *directWriter) WriteAt(p []byte, off int64) (int, error) {
 		return d.f.WriteAt(p, off)
 	}
 	src := p
-	if uintptr(unsafe.Pointer(&p[0]))%directAlign != 0 {
+	if !directio.IsAligned(p) {
 		// An object stored uncompressed is decrypted in place behind its
 		// header: copy it to aligned memory (a memcpy, far cheaper than
 		// the page cache's copy and writeback).
@@ -59,8 +54,7 @@ func (d *directWriter) WriteAt(p []byte, off int64) (int, error) {
 		copy(src, p)
 	}
 	n, err := d.direct.WriteAt(src, off)
-	if errors.Is(err, syscall.EINVAL) && n == 0 {
-		// Some file systems accept O_DIRECT at open and refuse the write.
+	if directio.Refused(n, err) {
 		d.off.Store(true)
 		return d.f.WriteAt(p, off)
 	}
@@ -74,18 +68,10 @@ func (d *directWriter) alignedBuf(n int) *[]byte {
 	if bp, ok := d.bufs.Get().(*[]byte); ok && len(*bp) >= n {
 		return bp
 	}
-	b := alignedAt(n, 0)[:n]
+	b := directio.Aligned(n, 0)[:n]
 	return &b
 }
 
 // Close closes the O_DIRECT descriptor; the buffered one stays with its
 // owner.
 func (d *directWriter) Close() error { return d.direct.Close() }
-
-// alignedAt returns an empty slice of capacity n whose byte at off is
-// directAlign-aligned.
-func alignedAt(n, off int) []byte {
-	raw := make([]byte, n+directAlign)
-	skip := (directAlign - (int(uintptr(unsafe.Pointer(&raw[0])))+off)%directAlign) % directAlign
-	return raw[skip:skip]
-}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"unsafe"
 
 	"github.com/stretchr/testify/require"
 )
@@ -70,13 +69,4 @@ func TestRestoreFileDirectOddSize(t *testing.T) {
 	copy(data[3*testBS:], randBytes(2, len(data)-3*testBS))
 	v := backupBytes(t, r, "vol", data, BackupOptions{})
 	require.True(t, bytes.Equal(data, restoreBytes(t, r, v.ID)), "restored bytes equal the backed-up bytes")
-}
-
-func TestAlignedAt(t *testing.T) {
-	for _, off := range []int{0, 1, 13, directAlign, directAlign + 7} {
-		b := alignedAt(3*directAlign, off)
-		require.Zero(t, len(b))
-		require.GreaterOrEqual(t, cap(b), 3*directAlign)
-		require.Zero(t, (uintptr(unsafe.Pointer(unsafe.SliceData(b)))+uintptr(off))%directAlign, "byte %d is aligned", off)
-	}
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/cairn-backup/cairn/internal/directio"
 )
 
 // RestoreOptions tune a restore.
@@ -139,7 +141,7 @@ func (wb *writeback) written(i int) {
 	}
 	wb.started = hi
 	wb.mu.Unlock()
-	startWriteback(wb.fd, lo, hi-lo)
+	directio.StartWriteback(wb.fd, lo, hi-lo)
 }
 
 // restoreBlock fetches, verifies and writes block i; b holds the worker's
@@ -157,8 +159,8 @@ func (r *Repository) restoreBlock(ctx context.Context, v *Version, i int, off in
 		// Aligned where a plaintext lands (an uncompressed object's,
 		// decrypted in place behind its header, or a decoded one), so that
 		// a directWriter writes it without a copy.
-		b[0] = alignedAt(sealSize(int(ref.Length)), r.codec.headerLen())
-		b[1] = alignedAt(int(ref.Length), 0)
+		b[0] = directio.Aligned(sealSize(int(ref.Length)), r.codec.headerLen())
+		b[1] = directio.Aligned(int(ref.Length), 0)
 	}
 	body, err := r.readInto(ctx, key, b[0], MaxBlockSize+1024)
 	if err != nil {

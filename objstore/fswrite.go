@@ -1,13 +1,12 @@
 package objstore
 
 import (
-	"errors"
 	"io"
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
-	"unsafe"
+
+	"github.com/cairn-backup/cairn/internal/directio"
 )
 
 // fsChunk is the unit in which the file backend writes an object: large
@@ -17,9 +16,7 @@ const fsChunk = 1 << 20
 // copyBufs holds copyToFile's buffers, each fsChunk long and 4 KiB-aligned
 // so that O_DIRECT accepts them.
 var copyBufs = sync.Pool{New: func() any {
-	raw := make([]byte, fsChunk+4096)
-	skip := (4096 - int(uintptr(unsafe.Pointer(&raw[0]))%4096)) % 4096
-	b := raw[skip : skip+fsChunk]
+	b := directio.Aligned(fsChunk, 0)[:fsChunk]
 	return &b
 }}
 
@@ -40,7 +37,7 @@ func copyToFile(f *os.File, r io.Reader) (int64, error) {
 	defer copyBufs.Put(bp)
 	buf := *bp
 	var direct *os.File
-	tried := oDirect == 0 // no O_DIRECT on this system
+	tried := false
 	defer func() {
 		if direct != nil {
 			direct.Close()
@@ -51,9 +48,7 @@ func copyToFile(f *os.File, r io.Reader) (int64, error) {
 		n, rerr := io.ReadFull(r, buf)
 		if n == len(buf) && !tried {
 			tried = true
-			if d, err := os.OpenFile(f.Name(), os.O_WRONLY|oDirect, 0); err == nil {
-				direct = d
-			}
+			direct = directio.Open(f.Name()) // nil without O_DIRECT
 		}
 		if n > 0 {
 			if err := writeChunk(f, &direct, buf[:n], off); err != nil {
@@ -80,7 +75,7 @@ func writeChunk(f *os.File, direct **os.File, p []byte, off int64) error {
 			fsDirectChunks.Add(1)
 			return nil
 		}
-		if !errors.Is(err, syscall.EINVAL) || n != 0 {
+		if !directio.Refused(n, err) {
 			return err
 		}
 		(*direct).Close()

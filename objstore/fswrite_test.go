@@ -11,6 +11,8 @@ import (
 	"testing/iotest"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/cairn-backup/cairn/internal/directio"
 )
 
 // TestFileWritesEverySize puts objects around the chunk size through the
@@ -51,16 +53,13 @@ func TestFileWritesEverySize(t *testing.T) {
 
 // hasDirectIO reports whether files in dir can be opened with O_DIRECT.
 func hasDirectIO(dir string) bool {
-	if oDirect == 0 {
-		return false
-	}
 	p := filepath.Join(dir, "probe")
 	if err := os.WriteFile(p, nil, 0o600); err != nil {
 		return false
 	}
 	defer os.Remove(p)
-	f, err := os.OpenFile(p, os.O_WRONLY|oDirect, 0)
-	if err != nil {
+	f := directio.Open(p)
+	if f == nil {
 		return false
 	}
 	f.Close()

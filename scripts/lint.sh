@@ -16,8 +16,8 @@ for tags in "" "ceph pacific"; do
   "$(go env GOPATH)/bin/staticcheck" -tags "$tags" ./...
 done
 # The library packages a Go programmer imports build on macOS too, not only
-# on Linux (O_DIRECT and sync_file_range sit in _linux.go files).
+# on Linux (O_DIRECT and sync_file_range sit in internal/directio's _linux.go).
 for goos in darwin; do
-  GOOS=$goos go build ./retention/... ./objstore ./blockdiff
+  GOOS=$goos go build ./retention/... ./objstore ./blockdiff ./internal/directio
 done
 echo "lint: ok" >&2

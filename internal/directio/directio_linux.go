@@ -1,13 +1,12 @@
-package blockdiff
+package directio
 
 import "golang.org/x/sys/unix"
 
-// oDirect is O_DIRECT: restores write aligned blocks with it.
 const oDirect = unix.O_DIRECT
 
-// startWriteback starts the write-out of a file's dirty pages in
+// StartWriteback starts the write-out of a file's dirty pages in
 // [off, off+n) without waiting for it (sync_file_range); best effort, the
 // final fsync writes whatever it did not start.
-func startWriteback(fd int, off, n int64) {
+func StartWriteback(fd int, off, n int64) {
 	_ = unix.SyncFileRange(fd, off, n, unix.SYNC_FILE_RANGE_WRITE)
 }
