@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/cairn-backup/cairn/internal/zstdenc"
 	"github.com/klauspost/compress/zstd"
 	"github.com/zeebo/blake3"
 )
@@ -54,7 +55,7 @@ func dataKey(id ID) string {
 // codec holds the transforms of one repository: hashing, zstd and, when
 // encrypted, AES-256-GCM. All methods are safe for concurrent use.
 type codec struct {
-	enc     *zstd.Encoder
+	enc     *zstdenc.Encoder
 	dataDec *zstd.Decoder // bounded by the largest block
 	metaDec *zstd.Decoder // bounded by maxMetaSize
 	aead    cipher.AEAD   // nil when the repository is not encrypted
@@ -65,14 +66,9 @@ type codec struct {
 func newCodec(masterKey []byte, level zstd.EncoderLevel, concurrency int) (*codec, error) {
 	c := &codec{}
 	var err error
-	// No frame CRC: the block ID already checks the plaintext end to end.
-	// Not WithLowerEncoderMem: its history buffer holds the window plus one
-	// 128 KiB block, so past the first MiB of an object every block slides
-	// the whole 1 MiB window down (8 bytes copied per byte compressed, a
-	// fifth of a stream backup's CPU); the default buffer is twice the window.
-	c.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level),
-		zstd.WithEncoderConcurrency(max(concurrency, 1)),
-		zstd.WithWindowSize(1<<20), zstd.WithEncoderCRC(false))
+	// Frames without a checksum: the block ID already checks the plaintext
+	// end to end.
+	c.enc, err = zstdenc.New(level, concurrency)
 	if err != nil {
 		return nil, fmt.Errorf("blockdiff: zstd encoder: %w", err)
 	}
@@ -149,11 +145,11 @@ func (c *codec) seal(dst []byte, key string, plain []byte, compress bool) []byte
 		compress = false // encoding random data costs most of a backup's CPU for nothing
 	}
 	if compress {
-		out = c.enc.EncodeAll(plain, out)
-		if len(out)-hdrLen < len(plain) {
+		var err error
+		if out, err = c.enc.Compress(out, plain); err == nil && len(out)-hdrLen < len(plain) {
 			flags |= flagZstd
 		} else {
-			out = out[:hdrLen]
+			out = out[:hdrLen] // stored as it is: raw data is valid too
 		}
 	}
 	if c.aead == nil {
