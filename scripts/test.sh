@@ -52,6 +52,13 @@ t=$(date +%s)
 go test -count=1 -run 'TestNoCeph' ./cmd/cairn-block/ ./cmd/cairn-kube/
 echo "test.sh: untagged Ceph messages checked in $(since "$t")" >&2
 
+# A pure-Go build (CGO_ENABLED=0) compresses with klauspost's encoder instead
+# of libzstd (internal/zstdenc): its round trips must hold too.
+t=$(date +%s)
+CGO_ENABLED=0 go test -count=1 ./internal/zstdenc/
+CGO_ENABLED=0 go test -count=1 -run '^TestRoundTrip' ./blockdiff/
+echo "test.sh: pure-Go (no cgo) round trips in $(since "$t")" >&2
+
 # The fuzzers beyond their seed corpora (which go test just ran), briefly:
 # CAIRN_TEST_FUZZTIME each (default 3s; 0 skips). Longer: scripts/fuzz.sh.
 if [[ ${CAIRN_TEST_FUZZTIME:-3s} != 0 ]]; then
