@@ -1,6 +1,7 @@
 package objstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -170,6 +171,21 @@ func (g *guarded) Close() error {
 		return nil
 	}
 	return g.s.Close()
+}
+
+// InMemory returns the *bytes.Reader behind r, a Put's or Create's reader
+// (also behind Guard's context check), when it holds exactly size unread
+// bytes, so that a backend can send them as they are, seeking back to retry,
+// instead of copying them into a buffer of its own first; else nil.
+func InMemory(r io.Reader, size int64) *bytes.Reader {
+	if c, ok := r.(ctxReader); ok {
+		r = c.r
+	}
+	br, ok := r.(*bytes.Reader)
+	if !ok || size < 0 || int64(br.Len()) != size {
+		return nil
+	}
+	return br
 }
 
 // ctxReader fails reads once its context is done, so that long copies stop

@@ -3,6 +3,7 @@ package s3_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"io"
 	"net/http"
@@ -252,5 +253,48 @@ func TestFaultsLostSuccess(t *testing.T) {
 	}
 	if faults, _ := p.Counts(); faults[faultproxy.LostResponse] != 2 {
 		t.Fatalf("lost responses injected: %v, want 2", faults)
+	}
+}
+
+// TestFaultsInMemoryPut retries a single-part Put of the caller's own
+// bytes.Reader, which the backend sends without copying it (objstore.InMemory),
+// after the first attempt's connection drops: the SDK must seek back to where
+// the reader stood, so the object holds exactly its unread bytes.
+func TestFaultsInMemoryPut(t *testing.T) {
+	env := testenv.S3(t)
+	p := startProxy(t, env.Endpoint, faultproxy.Config{})
+	s := openThrough(t, env, p, faultproxy.Config{})
+	ctx := t.Context()
+	body := make([]byte, 3<<20)
+	_, _ = rand.Read(body)
+	r := bytes.NewReader(body)
+	if _, err := r.Seek(1000, io.SeekStart); err != nil { // a reader partly read already
+		t.Fatal(err)
+	}
+	for _, fault := range []faultproxy.Fault{faultproxy.Drop, faultproxy.Error5xx} {
+		cfg := faultproxy.Config{Rate: 1, Faults: []faultproxy.Fault{fault}}
+		cfg.Match = once(func(r *http.Request) bool { return r.Method == http.MethodPut })
+		p.Set(cfg)
+		if _, err := r.Seek(1000, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Put(ctx, "in-memory", r, int64(len(body)-1000)); err != nil {
+			t.Fatalf("Put after a %v = %v, want success on the retry", fault, err)
+		}
+		rc, err := s.Get(ctx, "in-memory", 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, body[1000:]) {
+			t.Fatalf("after a %v the object holds %d bytes, not the reader's %d unread ones", fault, len(got), len(body)-1000)
+		}
+	}
+	if faults, _ := p.Counts(); faults[faultproxy.Drop] != 1 || faults[faultproxy.Error5xx] != 1 {
+		t.Fatalf("faults injected: %v, want one drop and one 5xx", faults)
 	}
 }

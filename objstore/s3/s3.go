@@ -355,6 +355,11 @@ func (s *store) Create(ctx context.Context, key string, r io.Reader, size int64)
 // put uploads r in one PutObject when it fits in a part, else part by part.
 // Under objstore.Guard, r fails once ctx is done.
 func (s *store) put(ctx context.Context, op, key string, r io.Reader, size int64, excl bool) error {
+	if br := objstore.InMemory(r, size); br != nil && size <= s.partSize {
+		// The caller's bytes (a backup's sealed block): no copy, and no
+		// garbage of a part's size per object.
+		return s.putObject(ctx, op, key, br, size, excl)
+	}
 	want := s.partSize
 	if size >= 0 && size <= s.partSize {
 		want = size
@@ -391,7 +396,7 @@ func (s *store) put(ctx context.Context, op, key string, r io.Reader, size int64
 		eof = true
 	}
 	if eof {
-		return s.putObject(ctx, op, key, buf, excl)
+		return s.putObject(ctx, op, key, bytes.NewReader(buf), int64(len(buf)), excl)
 	}
 	if excl {
 		return s.err(op, key, fmt.Errorf("%w: conditional create of objects larger than part_size (%d bytes) needs a multipart upload, which the s3 backend cannot make conditional", objstore.ErrNotSupported, s.partSize))
@@ -399,12 +404,14 @@ func (s *store) put(ctx context.Context, op, key string, r io.Reader, size int64
 	return s.multipart(ctx, key, buf, r, size)
 }
 
-func (s *store) putObject(ctx context.Context, op, key string, body []byte, excl bool) error {
+// putObject sends body, n bytes from its current offset, in one PutObject;
+// the SDK seeks back to that offset to retry.
+func (s *store) putObject(ctx context.Context, op, key string, body io.ReadSeeker, n int64, excl bool) error {
 	in := &s3.PutObjectInput{
 		Bucket:        &s.bucket,
 		Key:           aws.String(s.prefix + key),
-		Body:          bytes.NewReader(body),
-		ContentLength: aws.Int64(int64(len(body))),
+		Body:          body,
+		ContentLength: aws.Int64(n),
 	}
 	var tok string
 	if excl {
