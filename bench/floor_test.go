@@ -11,7 +11,7 @@ import (
 
 	"github.com/cairn-backup/cairn/internal/zstdenc"
 	"github.com/klauspost/compress/zstd"
-	"github.com/zeebo/blake3"
+	"lukechampine.com/blake3"
 )
 
 // BenchmarkFloor measures the least CPU any block backup of BenchmarkSpeed's

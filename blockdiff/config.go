@@ -20,8 +20,8 @@ import (
 
 	"github.com/cairn-backup/cairn/objstore"
 	"github.com/klauspost/compress/zstd"
-	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/argon2"
+	"lukechampine.com/blake3"
 )
 
 // Repository format constants (FORMAT.md).
@@ -386,9 +386,9 @@ func canonicalConfig(cfg Config) []byte {
 // configMAC is BLAKE3-256-keyed(MAC key, canonicalConfig(cfg)) with MAC key =
 // BLAKE3-256-keyed(ID key, "cairn-blockdiff config mac key").
 func configMAC(cfg Config, master []byte) []byte {
-	kh, _ := blake3.NewKeyed(master[32:64]) // 32 bytes: cannot fail
+	kh := blake3.New(32, master[32:64])
 	_, _ = kh.Write([]byte(FormatName + " config mac key"))
-	h, _ := blake3.NewKeyed(kh.Sum(nil))
+	h := blake3.New(32, kh.Sum(nil))
 	_, _ = h.Write(canonicalConfig(cfg))
 	return h.Sum(nil)
 }

@@ -3,12 +3,14 @@ package blockdiff
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"math/bits"
 	"sync"
 
 	chunkers "github.com/PlakarKorp/go-cdc-chunkers"
 	"github.com/PlakarKorp/go-cdc-chunkers/chunkers/fastcdc"
-	"github.com/zeebo/blake3"
+	"lukechampine.com/blake3"
 )
 
 // fastCDCName is the go-cdc-chunkers registration of cairnFastCDC.
@@ -88,17 +90,17 @@ func keyedGear(key []byte) (*[256]uint64, error) {
 	if g, ok := keyedGears.Load(ck); ok {
 		return g.(*[256]uint64), nil
 	}
-	h, err := blake3.NewKeyed(key)
-	if err != nil {
-		return nil, err
+	if len(key) != 32 { // blake3.New panics on other lengths
+		return nil, fmt.Errorf("fastcdc: the gear key is %d bytes, want 32", len(key))
 	}
+	h := blake3.New(32, key)
 	var b [8]byte
 	for _, v := range fastcdc.G {
 		binary.LittleEndian.PutUint64(b[:], v)
 		_, _ = h.Write(b[:])
 	}
 	out := make([]byte, 8*256)
-	if _, err := h.Digest().Read(out); err != nil {
+	if _, err := io.ReadFull(h.XOF(), out); err != nil {
 		return nil, err
 	}
 	g := new([256]uint64)

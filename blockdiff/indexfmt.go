@@ -37,7 +37,7 @@ import (
 	"sync"
 
 	"github.com/cairn-backup/cairn/objstore"
-	"github.com/zeebo/blake3"
+	"lukechampine.com/blake3"
 )
 
 // Layout of a compacted generation.

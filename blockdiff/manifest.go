@@ -8,7 +8,7 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/zeebo/blake3"
+	"lukechampine.com/blake3"
 )
 
 // Kind says what a version holds.

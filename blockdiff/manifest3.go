@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/zeebo/blake3"
+	"lukechampine.com/blake3"
 
 	"github.com/cairn-backup/cairn/objstore"
 )
@@ -154,7 +154,7 @@ func decodeHeader(b []byte) (*Version, refsSummary, error) {
 func (r *Repository) encodeFramed(v *Version) ([]byte, error) {
 	key := versionKey(v.ID)
 	var s refsSummary
-	h := blake3.New()
+	h := blake3.New(32, nil)
 	var frames []byte
 	plain := make([]byte, 0, min(len(v.refs), refsPerFrame)*maxRefEncoding)
 	var sealed []byte
@@ -438,7 +438,7 @@ func readErr(what string, err error) error {
 // scanRefs reads the refs frames that follow a framed manifest's header and
 // checks them against its summary and the version's size.
 func (r *Repository) scanRefs(br *bufio.Reader, key string, v *Version, s refsSummary, each func(Ref) error) error {
-	h := blake3.New()
+	h := blake3.New(32, nil)
 	var sealed, plain []byte
 	var count, total int64
 	var read uint64

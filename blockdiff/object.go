@@ -10,7 +10,7 @@ import (
 
 	"github.com/cairn-backup/cairn/internal/zstdenc"
 	"github.com/klauspost/compress/zstd"
-	"github.com/zeebo/blake3"
+	"lukechampine.com/blake3"
 )
 
 // Header flags of a stored object (the first byte of its body, FORMAT.md).
@@ -110,10 +110,7 @@ func (c *codec) hash(plain []byte) ID {
 	if c.idKey == nil {
 		return blake3.Sum256(plain)
 	}
-	h, err := blake3.NewKeyed(c.idKey)
-	if err != nil { // cannot happen: the key length is checked in newCodec
-		panic("blockdiff: keyed blake3: " + err.Error())
-	}
+	h := blake3.New(len(ID{}), c.idKey) // 32 bytes: checked in newCodec
 	_, _ = h.Write(plain)
 	var id ID
 	h.Sum(id[:0])

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	_ "github.com/PlakarKorp/go-cdc-chunkers/chunkers/jc" // registers jc-v1.0.0
-	"github.com/zeebo/blake3"
+	"lukechampine.com/blake3"
 )
 
 // Chunking algorithms a repository's config may name (ChunkerParams.Algorithm),
@@ -60,10 +60,7 @@ func (c *codec) chunkerKey() []byte {
 	if c.idKey == nil {
 		return nil
 	}
-	h, err := blake3.NewKeyed(c.idKey)
-	if err != nil { // cannot happen: the key length is checked in newCodec
-		return nil
-	}
+	h := blake3.New(32, c.idKey)
 	_, _ = h.Write([]byte("cairn-blockdiff chunker gear key"))
 	return h.Sum(nil)
 }

@@ -17,7 +17,7 @@ import (
 
 	"github.com/cairn-backup/cairn/objstore"
 	"github.com/klauspost/compress/zstd"
-	"github.com/zeebo/blake3"
+	"lukechampine.com/blake3"
 )
 
 // joinRow is one object of a merge-join of the marks, the listing of data/
@@ -497,7 +497,7 @@ func (s *segmentReader) close() {
 // every read error is damage (the stream decodes bytes held in memory), and
 // the checksum is checked at the end.
 func walkIndexStream(r io.Reader, each func(indexEntry) error) error {
-	th := &tailHasher{h: blake3.New()}
+	th := &tailHasher{h: blake3.New(32, nil)}
 	br := bufio.NewReaderSize(io.TeeReader(r, th), 64<<10)
 	bad := func(what string, err error) error {
 		return fmt.Errorf("index %s: %v: %w", what, err, ErrCorrupt)

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/zeebo/blake3"
+	"lukechampine.com/blake3"
 )
 
 // SynthOptions describe a synthetic repository for benchmarks of scale
