@@ -97,7 +97,7 @@ func TestVersionCommand(t *testing.T) {
 	a, out, _ := testApp()
 	_, code := a.Execute(context.Background(), newRoot(a), []string{"version"})
 	require.Equal(t, ExitOK, code)
-	assert.Regexp(t, `^tool \S+.* go1\.\d+`, out.String())
+	assert.Regexp(t, `^tool \S+.* go1\.\S+ \S+/\S+ (cgo|no-cgo)\n$`, out.String())
 	a, out, _ = testApp()
 	_, code = a.Execute(context.Background(), newRoot(a), []string{"version", "--json"})
 	require.Equal(t, ExitOK, code)
@@ -106,6 +106,7 @@ func TestVersionCommand(t *testing.T) {
 	assert.Equal(t, "tool", bi.Binary)
 	assert.NotEmpty(t, bi.Version)
 	assert.NotEmpty(t, bi.Go)
+	assert.Equal(t, builtWithCgo, bi.CGO, "cgo in the version output")
 }
 
 func TestLogFormatJSON(t *testing.T) {

@@ -21,6 +21,10 @@ type BuildInfo struct {
 	Modified bool   `json:"modified,omitempty"`
 	Go       string `json:"go"`
 	Platform string `json:"platform"`
+	// CGO is whether the binary was built with cgo, which brings the
+	// reference C zstd encoder (a third less CPU per backup) and, with
+	// the ceph tags, Ceph.
+	CGO bool `json:"cgo"`
 }
 
 // ReadBuildInfo returns the version information of this binary.
@@ -36,6 +40,8 @@ func ReadBuildInfo(binary string) BuildInfo {
 				bi.Revision = s.Value
 			case "vcs.modified":
 				bi.Modified = s.Value == "true"
+			case "CGO_ENABLED":
+				bi.CGO = s.Value == "1"
 			}
 		}
 	}
@@ -45,8 +51,8 @@ func ReadBuildInfo(binary string) BuildInfo {
 	return bi
 }
 
-// VersionCmd is the version command: the release, the VCS revision and the
-// Go version of the binary, as text or --json.
+// VersionCmd is the version command: the release, the VCS revision, the
+// Go version and whether cgo was on in the build, as text or --json.
 func (a *App) VersionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
@@ -65,7 +71,11 @@ func (a *App) VersionCmd() *cobra.Command {
 				}
 				rev += ")"
 			}
-			_, err := fmt.Fprintf(a.IO.Out, "%s %s%s %s %s\n", bi.Binary, bi.Version, rev, bi.Go, bi.Platform)
+			cgo := "cgo"
+			if !bi.CGO {
+				cgo = "no-cgo"
+			}
+			_, err := fmt.Fprintf(a.IO.Out, "%s %s%s %s %s %s\n", bi.Binary, bi.Version, rev, bi.Go, bi.Platform, cgo)
 			return err
 		},
 	}
