@@ -39,8 +39,7 @@ func (e *Encoder) Compress(dst, src []byte) ([]byte, error) { return e.compress(
 // Close releases the encoder's resources; it must not be used afterwards.
 func (e *Encoder) Close() { e.close() }
 
-// Implementation names the compressor this build runs, for benchmarks and
-// version output.
+// Implementation names the compressor this build runs, for benchmarks.
 func Implementation() string { return implName }
 
 // Bound is the largest frame Compress can produce for n bytes of input.
