@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/cairn-backup/cairn/internal/directio"
 )
@@ -219,7 +221,9 @@ type RestoreFileOptions struct {
 // destination, new or existing, is written under a temporary name in the
 // same directory and renamed over path only once every block was verified
 // and synced, so a failed restore leaves no file that looks restored (and an
-// existing file as it was). An existing block device must hold at least the
+// existing file as it was). The hidden temporary of a restore that was
+// killed is removed by the next restore to the same path, once no process
+// holds it and it is a minute old. An existing block device must hold at least the
 // version's size; when a restore to it fails, the error says the device
 // holds partial data.
 func (r *Repository) RestoreFile(ctx context.Context, id, path string, opts RestoreFileOptions) error {
@@ -232,6 +236,11 @@ func (r *Repository) RestoreFile(ctx context.Context, id, path string, opts Rest
 	d, err := openDest(path, v.Size, opts)
 	if err != nil {
 		return err
+	}
+	if d.tmp != "" {
+		for _, stale := range removeStaleTemps(d.final, d.tmp) {
+			r.log.Info("removed the temporary file of an interrupted restore", "file", stale)
+		}
 	}
 	var w io.WriterAt = d.f
 	if dw := openDirect(d.f); dw != nil {
@@ -292,10 +301,14 @@ func openDest(path string, size int64, opts RestoreFileOptions) (*restoreDest, e
 	default:
 		return openDevice(path, size, opts)
 	}
-	f, err := os.CreateTemp(filepath.Dir(final), "."+filepath.Base(final)+".cairn-restore-*")
+	f, err := os.CreateTemp(filepath.Dir(final), tempPrefix(final)+"*")
 	if err != nil {
 		return nil, fmt.Errorf("blockdiff: create a temporary file next to %s: %w", path, err)
 	}
+	// Held until the process ends, however it ends: the next restore to
+	// this path can tell a killed restore's temporary from a live one's.
+	// Where the file system has no locks, nothing is ever removed.
+	_ = lockFile(f)
 	if existed {
 		err = f.Chmod(st.Mode().Perm())
 	}
@@ -311,6 +324,50 @@ func openDest(path string, size int64, opts RestoreFileOptions) (*restoreDest, e
 	// existing file without Sparse writes them, keeping it allocated as a
 	// preallocated VM image was.
 	return &restoreDest{f: f, sparse: !existed || opts.Sparse, tmp: f.Name(), final: final}, nil
+}
+
+// tempPrefix starts the names of the temporary files of restores to final.
+func tempPrefix(final string) string { return "." + filepath.Base(final) + ".cairn-restore-" }
+
+// staleAge is how old a restore's temporary file must be before another
+// restore may remove it: the time between its creation and its lock.
+const staleAge = time.Minute
+
+// removeStaleTemps removes the temporary files that killed restores to
+// final left beside it (every live restore holds a lock on its own; the
+// kernel drops it with the process) and returns their names. Only names
+// made by tempPrefix are considered, never keep, and only files older than
+// staleAge, so that one just created and not yet locked is left alone.
+func removeStaleTemps(final, keep string) []string {
+	entries, err := os.ReadDir(filepath.Dir(final))
+	if err != nil {
+		return nil
+	}
+	var removed []string
+	for _, e := range entries {
+		name := filepath.Join(filepath.Dir(final), e.Name())
+		if !strings.HasPrefix(e.Name(), tempPrefix(final)) || name == keep || !e.Type().IsRegular() {
+			continue
+		}
+		if info, err := e.Info(); err != nil || time.Since(info.ModTime()) < staleAge {
+			continue
+		}
+		f, err := os.Open(name)
+		if err != nil {
+			continue
+		}
+		if lockFile(f) == nil && os.Remove(name) == nil {
+			removed = append(removed, name)
+		}
+		f.Close()
+	}
+	return removed
+}
+
+// lockFile takes an exclusive lock on f without waiting; it fails when
+// another open file description holds one.
+func lockFile(f *os.File) error {
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 }
 
 // openDevice opens an existing device (anything not a regular file) for a

@@ -65,3 +65,62 @@ func TestCleanupRemovesKilledWriteTempFiles(t *testing.T) {
 		t.Fatalf("deep scrub: %+v", rep)
 	}
 }
+
+// TestRestoreRemovesKilledRestoreTemps: a restore killed midway leaves its
+// hidden temporary beside the destination. The next restore to the same path
+// removes those no process holds any more (older than a minute), and
+// leaves a live restore's (locked), a just-created one's, and other files.
+func TestRestoreRemovesKilledRestoreTemps(t *testing.T) {
+	r := newRepo(t, openStore(t, "mem"), "")
+	data := randBytes(7, 3*testBS)
+	v := backupBytes(t, r, "vol", data, BackupOptions{})
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "disk.img")
+	then := time.Now().Add(-time.Hour)
+	mk := func(name string, old bool) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if old {
+			if err := os.Chtimes(p, then, then); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return p
+	}
+	killed := mk(".disk.img.cairn-restore-111", true)
+	live := mk(".disk.img.cairn-restore-222", true)
+	young := mk(".disk.img.cairn-restore-333", false)
+	other := mk(".other.img.cairn-restore-444", true)
+	plain := mk("disk.img.cairn-restore-555", true) // not hidden: not ours
+	// A live restore holds the lock on its temporary.
+	holder, err := os.Open(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if err := lockFile(holder); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := r.RestoreFile(context.Background(), v.ID, dest, RestoreFileOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(dest)
+	if err != nil || string(got) != string(data) {
+		t.Fatalf("restored %d bytes (%v), want the %d backed up", len(got), err, len(data))
+	}
+	if _, err := os.Stat(killed); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the killed restore's temporary is still there (%v)", err)
+	}
+	for _, p := range []string{live, young, other, plain} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s was removed: %v", filepath.Base(p), err)
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 5 { // disk.img and the four left alone
+		t.Errorf("the folder holds %d entries after the restore, want 5", len(entries))
+	}
+}
