@@ -11,7 +11,11 @@
 // and either build reads what the other wrote.
 package zstdenc
 
-import "github.com/klauspost/compress/zstd"
+import (
+	"fmt"
+
+	"github.com/klauspost/compress/zstd"
+)
 
 // Encoder compresses buffers at one level. It is safe for concurrent use.
 type Encoder struct{ impl }
@@ -53,10 +57,6 @@ func Bound(n int) int {
 	return n + n>>8 + margin
 }
 
-type levelError zstd.EncoderLevel
-
-func (l levelError) Error() string {
-	return "zstdenc: unknown level " + zstd.EncoderLevel(l).String()
+func errLevel(l zstd.EncoderLevel) error {
+	return fmt.Errorf("zstdenc: unknown level %d (want %d to %d)", int(l), int(zstd.SpeedFastest), int(zstd.SpeedBestCompression))
 }
-
-func errLevel(l zstd.EncoderLevel) error { return levelError(l) }

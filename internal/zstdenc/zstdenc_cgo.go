@@ -43,7 +43,12 @@ func (i impl) compress(dst, src []byte) ([]byte, error) {
 	if err != nil {
 		return dst, fmt.Errorf("zstdenc: %w", err)
 	}
-	return dst[:len(dst)+len(frame)], nil
+	out := dst[:len(dst)+len(frame)]
+	if len(frame) > 0 && &frame[0] != &out[len(dst)] {
+		// The binding allocated (its bound above ours): take the frame.
+		out = append(dst, frame...)
+	}
+	return out, nil
 }
 
 func (i impl) close() {
