@@ -189,8 +189,21 @@ func (r *Repository) refreshDedup(ctx context.Context) error {
 	for _, k := range read {
 		r.dedupSegs[k] = struct{}{}
 	}
+	if n := len(r.dedup); full && n >= uncompactedWarn {
+		r.log.Warn("the index holds many objects not yet compacted: each backup keeps them in memory until cleanup compacts the index",
+			"objects_uncompacted", n, "approx_memory_mib", n*dedupEntryBytes>>20)
+	}
 	return nil
 }
+
+// uncompactedWarn is the size of the uncompacted part of the index (60 MiB
+// of a backup's memory) above which loading it says that cleanup would
+// bound it; an upgraded format-2 repository holds every object there until
+// its first cleanup. A variable for tests.
+var uncompactedWarn = 1 << 20
+
+// dedupEntryBytes is the memory of one ID in the dedup set (Options).
+const dedupEntryBytes = 60
 
 // loadDedup brings the set of known objects up to date with the index
 // (refreshDedup).

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -443,5 +444,38 @@ func TestLegacyRepositoryCompacted(t *testing.T) {
 	}
 	if !bytes.Equal(restoreBytes(t, r2, v1.ID), img) {
 		t.Fatal("restore differs")
+	}
+}
+
+// TestBackupWarnsOfUncompactedIndex: a backup that loads a large
+// uncompacted index (an upgraded format-2 repository before its first
+// cleanup) says so, with the count and the memory it costs; after cleanup
+// has compacted the index it does not.
+func TestBackupWarnsOfUncompactedIndex(t *testing.T) {
+	old := uncompactedWarn
+	uncompactedWarn = 8
+	defer func() { uncompactedWarn = old }()
+	s := openStore(t, "mem")
+	r := newRepo(t, s, "")
+	backupBytes(t, r, "vol", randBytes(3, 12*testBS), BackupOptions{})
+
+	backupLogging := func(seed uint64) string {
+		var logs bytes.Buffer
+		r2, err := Open(context.Background(), s, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r2.Close()
+		backupBytes(t, r2, "vol", randBytes(seed, 2*testBS), BackupOptions{})
+		return logs.String()
+	}
+	if out := backupLogging(4); !strings.Contains(out, "not yet compacted") || !strings.Contains(out, "objects_uncompacted=12") {
+		t.Fatalf("a backup over 12 uncompacted objects logged no warning naming them:\n%s", out)
+	}
+	if _, err := r.Cleanup(context.Background(), CleanupOptions{Grace: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if out := backupLogging(5); strings.Contains(out, "not yet compacted") {
+		t.Fatalf("a backup after cleanup still warns:\n%s", out)
 	}
 }
