@@ -15,7 +15,9 @@
 # interrupted. On SIGTERM/SIGINT/SIGHUP the guest is killed.
 #
 # Env: ZFSVM_KERNEL, ZFSVM_INITRD (required; `scripts/testenv up zfsvm` writes
-# them into the env file), ZFSVM_TIMEOUT (seconds, default 1800), ZFSVM_MEM
+# them into the env file), ZFSVM_TIMEOUT (seconds, default 1800),
+# ZFSVM_BOOT_TIMEOUT (seconds until the guest's first line, else it is booted
+# once more; default 300: a boot takes 10-60 s), ZFSVM_MEM
 # (MiB, default 2048), ZFSVM_SMP (default: the host's cores), ZFSVM_APPEND
 # (extra kernel command line), ZFSVM_QEMU_EXTRA (extra qemu args, word-split).
 set -euo pipefail
@@ -33,6 +35,7 @@ INITRD=${ZFSVM_INITRD:?ZFSVM_INITRD unset: run scripts/testenv up zfsvm and sour
 [[ -f $KERNEL && -f $INITRD ]] || die "guest kernel or initramfs missing ($KERNEL, $INITRD): run scripts/testenv up zfsvm"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found: run scripts/testenv up zfsvm"
 TIMEOUT=${ZFSVM_TIMEOUT:-1800}
+BOOT_TIMEOUT=${ZFSVM_BOOT_TIMEOUT:-300}
 MEM=${ZFSVM_MEM:-2048}
 SMP=${ZFSVM_SMP:-$(nproc)}
 LOG=$SHARE/.zfsvm-console.log
@@ -48,13 +51,50 @@ Q=(qemu-system-x86_64 -machine q35 -accel tcg,thread=multi -cpu max -smp "$SMP" 
 # shellcheck disable=SC2206
 Q+=(${ZFSVM_QEMU_EXTRA:-})
 
+# start boots the guest in the background (qpid).
+start() {
+  rm -f "$LOG"
+  timeout -k 5 "$TIMEOUT" "${Q[@]}" </dev/null &
+  qpid=$!
+}
+
+# watch_boot waits for the guest's first line ("zfsvm: ...", printed once the
+# module is loaded, before the script runs): 0 when it came, 1 when it did
+# not within BOOT_TIMEOUT (the guest is then killed), 2 when qemu ended first.
+# Under TCG a guest very rarely hangs in early boot with a silent console;
+# it would otherwise sit there until TIMEOUT.
+watch_boot() {
+  local deadline=$(($(date +%s) + BOOT_TIMEOUT))
+  while kill -0 "$qpid" 2>/dev/null; do
+    grep -aq 'zfsvm: ' "$LOG" 2>/dev/null && return 0
+    if (($(date +%s) >= deadline)); then
+      kill -TERM "$qpid" 2>/dev/null
+      wait "$qpid" 2>/dev/null
+      return 1
+    fi
+    sleep 2
+  done
+  return 2
+}
+
 t0=$(date +%s.%N)
 log "booting the guest (smp=$SMP mem=${MEM}M timeout=${TIMEOUT}s), script $SCRIPT"
-timeout -k 5 "$TIMEOUT" "${Q[@]}" </dev/null &
-qpid=$!
 interrupted=0
 trap 'interrupted=1; kill -TERM "$qpid" 2>/dev/null || true' TERM INT HUP
 set +e
+start
+for attempt in 1 2; do
+  watch_boot
+  booted=$?
+  ((booted == 1 && !interrupted)) || break
+  if ((attempt == 1)); then
+    log "no sign of life from the guest after ${BOOT_TIMEOUT}s (ZFSVM_BOOT_TIMEOUT): killed, booting it again"
+    start
+  else
+    log "the guest did not boot twice (no line within ${BOOT_TIMEOUT}s each); console log: $LOG"
+    exit 125
+  fi
+done
 wait "$qpid"
 qrc=$?
 while kill -0 "$qpid" 2>/dev/null; do # wait returns early when a trap ran
