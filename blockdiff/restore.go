@@ -339,14 +339,15 @@ const staleAge = time.Minute
 // made by tempPrefix are considered, never keep, and only files older than
 // staleAge, so that one just created and not yet locked is left alone.
 func removeStaleTemps(final, keep string) []string {
-	entries, err := os.ReadDir(filepath.Dir(final))
+	dir, prefix := filepath.Dir(final), tempPrefix(final)
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil
 	}
 	var removed []string
 	for _, e := range entries {
-		name := filepath.Join(filepath.Dir(final), e.Name())
-		if !strings.HasPrefix(e.Name(), tempPrefix(final)) || name == keep || !e.Type().IsRegular() {
+		name := filepath.Join(dir, e.Name())
+		if !strings.HasPrefix(e.Name(), prefix) || name == keep || !e.Type().IsRegular() {
 			continue
 		}
 		if info, err := e.Info(); err != nil || time.Since(info.ModTime()) < staleAge {
